@@ -1,0 +1,43 @@
+"""The transformer feed-forward block."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Mlp(nn.Module):
+    """``fc1 -> act -> drop -> fc2 -> drop`` on the last dimension.
+
+    Args:
+        in_features: input channels C.
+        hidden_features: hidden channels (default C).
+        out_features: output channels (default C).
+        act_layer: activation class (GELU as in every model here unless said).
+        drop: dropout after the activation and after ``fc2``.
+        bias: whether the two linear layers have biases.
+
+    Shape: ``(..., C) -> (..., out_features)``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int | None = None,
+        out_features: int | None = None,
+        act_layer: type[nn.Module] = nn.GELU,
+        drop: float = 0.0,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        hidden_features = hidden_features or in_features
+        out_features = out_features or in_features
+        self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
+        self.act = act_layer()
+        self.drop1 = nn.Dropout(drop)
+        self.fc2 = nn.Linear(hidden_features, out_features, bias=bias)
+        self.drop2 = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop1(self.act(self.fc1(x)))
+        return self.drop2(self.fc2(x))

@@ -1,0 +1,6 @@
+"""Model families. Importing this package registers every model."""
+
+from .base import TesseraModel
+from .swin import SwinTransformer, VideoSwinTransformer
+
+__all__ = ["TesseraModel", "SwinTransformer", "VideoSwinTransformer"]

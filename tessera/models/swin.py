@@ -1,0 +1,551 @@
+"""Swin Transformer (Liu et al., 2021) and Video Swin Transformer (Liu et al., 2022).
+
+The image and the video model are two configurations of the same classes: blocks, stages
+and patch merging work on a channels-last grid ``(B, *grid, C)`` of 2 or 3 axes, and all
+window logic lives in :mod:`tessera.layers.windows`. State-dict keys follow the official
+code (``patch_embed``, ``layers.{i}.blocks.{j}``, ``layers.{i}.downsample`` at the end of
+stage ``i``, ``norm``, ``head``), so official checkpoints load with no renaming.
+
+Numerics follow the official implementations in eval mode: the same shift, mask (-100),
+bias index and merge order. Where they differ from each other, each model keeps its own
+official behaviour:
+
+* window clamping: the image model clamps at construction (a stage whose map at
+  ``img_size`` is no larger than the window gets a window of the map's size and no shift),
+  the video model per axis at run time. Both also clamp per axis at run time, so any input
+  size works; with the official sizes this changes nothing.
+* padding: the video model pads its grid at the end to a multiple of the window after
+  ``norm1`` (pad tokens are zeros, not masked); the image model does the same for sizes
+  that the official code rejects.
+* the bias of a window clamped at run time on a spatial axis: the video model slices the
+  index as the official code does (see :func:`tessera.layers.windows.clamped_bias_index`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..layers.attention import WindowAttention
+from ..layers.drop import DropPath
+from ..layers.helpers import check_input, init_linear_trunc_normal, to_ntuple
+from ..layers.mlp import Mlp
+from ..layers.patch_embed import PatchEmbed
+from ..layers.pos_embed import resize_pos_embed
+from ..layers.windows import WindowPlan, cyclic_shift, get_plan, pad_grid, window_partition, window_reverse
+from ..registry import register_model
+from .base import TesseraModel, maybe_checkpoint
+
+__all__ = ["SwinTransformer", "VideoSwinTransformer", "SwinBlock", "SwinStage", "PatchMerging"]
+
+
+class SwinBlock(nn.Module):
+    """One Swin block: (shifted) window attention and an MLP, each pre-normed and residual.
+
+    ``shift_size`` is all zeros for regular blocks and half the window for shifted ones.
+
+    Shape: ``(B, *grid, C) -> (B, *grid, C)``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: Sequence[int],
+        shift_size: Sequence[int],
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        norm_layer: type[nn.Module] = nn.LayerNorm,
+        bias_index_mode: str = "exact",
+    ) -> None:
+        super().__init__()
+        self.shift_size = tuple(shift_size)
+        self.norm1 = norm_layer(dim)
+        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, drop, bias_index_mode)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+
+    def is_shifted(self, plan: WindowPlan) -> bool:
+        return any(self.shift_size) and plan.shifted
+
+    def forward(self, x: torch.Tensor, plan: WindowPlan, fused: bool = False) -> torch.Tensor:
+        """Partition path, written as the official code: pad, roll, partition, attend,
+        reverse, roll back, crop. ``fused`` computes the attention with one
+        scaled-dot-product kernel instead of the official step-by-step reference."""
+        shifted = self.is_shifted(plan)
+        shortcut = x
+        x = pad_grid(self.norm1(x), plan.padded)
+        if shifted:
+            x = cyclic_shift(x, plan.shift)
+        windows = window_partition(x, plan.window)
+        if fused:  # (B * nW, N, C) is (B, nW * N, C) in memory: tokens in window order
+            b = x.shape[0]
+            windows = self.attn.forward_windows(windows.view(b, -1, windows.shape[-1]), plan, shifted)
+            windows = windows.view(-1, plan.tokens_per_window, windows.shape[-1])
+        else:
+            windows = self.attn(windows, plan.window, plan.mask if shifted else None)
+        x = window_reverse(windows, plan.window, plan.padded)
+        if shifted:
+            x = cyclic_shift(x, plan.shift, reverse=True)
+        if plan.needs_pad:
+            x = x[(slice(None), *[slice(0, g) for g in plan.grid])]
+        x = shortcut + self.drop_path(x)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def forward_windows(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
+        """Fast path on tokens already in this block's window order: ``(B, L, C) -> (B, L, C)``."""
+        x = x + self.drop_path(self.attn.forward_windows(self.norm1(x), plan, self.is_shifted(plan)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PatchMerging(nn.Module):
+    """Merge 2x2 neighbouring tokens on the last two grid axes (space, never time).
+
+    The four neighbours are concatenated in the official order ``[(0,0), (1,0), (0,1),
+    (1,1)]`` (row offset first), normalised, then projected from 4C to 2C without bias.
+    Odd sizes are zero-padded at the end.
+
+    Shape: ``(B, *lead, H, W, C) -> (B, *lead, ceil(H/2), ceil(W/2), 2C)``.
+    """
+
+    def __init__(self, dim: int, norm_layer: type[nn.Module] = nn.LayerNorm) -> None:
+        super().__init__()
+        self.dim = dim
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = norm_layer(4 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-3], x.shape[-2]
+        if h % 2 or w % 2:
+            x = nn.functional.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        *lead, h, w, c = x.shape
+        x = x.reshape(*lead, h // 2, 2, w // 2, 2, c)
+        n = x.dim()
+        # (..., H/2, dh, W/2, dw, C) -> (..., H/2, W/2, dw, dh, C): channel block k = dh + 2 * dw
+        x = x.permute(*range(n - 5), n - 5, n - 3, n - 2, n - 4, n - 1).reshape(*lead, h // 2, w // 2, 4 * c)
+        return self.reduction(self.norm(x))
+
+
+class SwinStage(nn.Module):
+    """A stage of Swin blocks, alternating regular and shifted windows, with the patch
+    merging at its end (official layout: ``layers.{i}.downsample``).
+
+    Shape: ``(B, *grid, C) -> (B, *grid', C')`` (grid halved in space and C doubled when
+    there is a downsample).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: Sequence[int],
+        shift_size: Sequence[int],
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: Sequence[float] = (),
+        norm_layer: type[nn.Module] = nn.LayerNorm,
+        downsample: bool = False,
+        bias_index_mode: str = "exact",
+    ) -> None:
+        super().__init__()
+        self.window_size = tuple(window_size)
+        self.shift_size = tuple(shift_size)
+        zero = (0,) * len(self.window_size)
+        drop_path = list(drop_path) or [0.0] * depth
+        self.blocks = nn.ModuleList(
+            SwinBlock(
+                dim, num_heads, window_size, zero if i % 2 == 0 else shift_size, mlp_ratio, qkv_bias,
+                qk_scale, drop, attn_drop, drop_path[i], norm_layer, bias_index_mode,
+            )
+            for i in range(depth)
+        )
+        self.downsample = PatchMerging(dim, norm_layer) if downsample else None
+        self.grad_checkpointing = False
+        self.fast_path = True
+
+    def plan(self, grid: Sequence[int], device: torch.device) -> WindowPlan:
+        return get_plan(grid, self.window_size, self.shift_size, device)
+
+    def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """The blocks without the downsample: ``(B, *grid, C) -> (B, *grid, C)``."""
+        plan = self.plan(tuple(x.shape[1:-1]), x.device)
+        if self.fast_path and not plan.needs_pad:
+            return self._forward_window_order(x, plan)
+        for blk in self.blocks:
+            x = maybe_checkpoint(blk, x, plan, self.fast_path, enabled=self.grad_checkpointing)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_blocks(x)
+        return self.downsample(x) if self.downsample is not None else x
+
+    def _forward_window_order(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
+        # Tokens go from raster order into window order once, between regular and shifted
+        # blocks by one gather each, and back to raster order at the end of the stage.
+        b, c = x.shape[0], x.shape[-1]
+        tokens = x.reshape(b, -1, c).index_select(1, plan.order("in_regular"))
+        current = "regular"
+        for blk in self.blocks:
+            wanted = "shifted" if blk.is_shifted(plan) else "regular"
+            if wanted != current:
+                tokens = tokens.index_select(1, plan.order(f"{current}_to_{wanted}"))
+                current = wanted
+            tokens = maybe_checkpoint(blk.forward_windows, tokens, plan, enabled=self.grad_checkpointing)
+        tokens = tokens.index_select(1, plan.order(f"out_{current}"))
+        return tokens.view(b, *plan.grid, c)
+
+
+class _SwinBase(TesseraModel):
+    """The body shared by the image and the video model (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        ndim: int,
+        img_size: Sequence[int] | None,
+        patch_size: Sequence[int],
+        in_chans: int,
+        num_classes: int,
+        embed_dim: int,
+        depths: Sequence[int],
+        num_heads: Sequence[int],
+        window_size: Sequence[int],
+        mlp_ratio: float,
+        qkv_bias: bool,
+        qk_scale: float | None,
+        drop_rate: float,
+        attn_drop_rate: float,
+        drop_path_rate: float,
+        ape: bool,
+        patch_norm: bool,
+        use_checkpoint: bool,
+        head_drop_rate: float,
+        clamp_at_construction: bool,
+        bias_index_mode: str,
+        norm_layer: type[nn.Module] = nn.LayerNorm,
+    ) -> None:
+        super().__init__()
+        if len(depths) != len(num_heads):
+            raise ValueError(f"depths {tuple(depths)} and num_heads {tuple(num_heads)} differ in length")
+        self.ndim = ndim
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.num_layers = len(depths)
+        self.embed_dim = embed_dim
+        self.num_features = int(embed_dim * 2 ** (self.num_layers - 1))
+        self.patch_size = tuple(patch_size)
+        self.window_size = tuple(window_size)
+        self.img_size = tuple(img_size) if img_size is not None else None
+        self.ape = ape
+
+        self.patch_embed = PatchEmbed(self.patch_size, in_chans, embed_dim, norm=patch_norm)
+        if ape:
+            if self.img_size is None:
+                raise ValueError("ape=True needs img_size to know the grid of the position embedding")
+            self.patch_grid = tuple(s // p for s, p in zip(self.img_size, self.patch_size))
+            self.absolute_pos_embed = nn.Parameter(torch.zeros(1, int(torch.tensor(self.patch_grid).prod()), embed_dim))
+            nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
+        self.pos_drop = nn.Dropout(drop_rate)
+
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()  # linear over all blocks
+        self.layers = nn.ModuleList()
+        for i, depth in enumerate(depths):
+            window = self.window_size
+            shift = tuple(w // 2 for w in window)
+            if clamp_at_construction and self.img_size is not None:
+                # official 2D: a stage whose map is no larger than the window at img_size
+                # gets a square window of the map's size and no shift
+                res = [s // p // 2**i for s, p in zip(self.img_size, self.patch_size)]
+                if min(res) <= min(window):
+                    window = (min(res),) * ndim
+                    shift = (0,) * ndim
+            self.layers.append(
+                SwinStage(
+                    dim=int(embed_dim * 2**i),
+                    depth=depth,
+                    num_heads=num_heads[i],
+                    window_size=window,
+                    shift_size=shift,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    qk_scale=qk_scale,
+                    drop=drop_rate,
+                    attn_drop=attn_drop_rate,
+                    drop_path=dpr[sum(depths[:i]) : sum(depths[: i + 1])],
+                    norm_layer=norm_layer,
+                    downsample=i < self.num_layers - 1,
+                    bias_index_mode=bias_index_mode,
+                )
+            )
+        self.norm = norm_layer(self.num_features)
+        self.head_drop = nn.Dropout(head_drop_rate)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(init_linear_trunc_normal)
+        self.set_grad_checkpointing(use_checkpoint)
+
+    # -- input checks and the fast path switch ---------------------------------------------
+
+    def _check(self, x: torch.Tensor) -> None:
+        axes = "(B, C, H, W)" if self.ndim == 2 else "(B, C, T, H, W)"
+        layout = axes.replace("C", str(self.in_chans), 1)
+        # a clip shorter than the temporal patch is padded (as the official code does); an
+        # image smaller than one patch has nothing to embed
+        check_input(x, rank=self.ndim + 2, channels=self.in_chans, layout=layout, min_size=self.patch_size[-2:])
+
+    def set_fast_path(self, enable: bool = True) -> None:
+        """Switch between the fast path (the default: fused attention, and window-order
+        gathers instead of roll/partition on grids that need no padding) and the reference
+        path (the official roll/partition code, step-by-step attention)."""
+        for layer in self.layers:
+            layer.fast_path = enable
+
+    def no_weight_decay(self) -> set[str]:
+        names = {n for n, _ in self.named_parameters() if "relative_position_bias_table" in n}
+        if self.ape:
+            names.add("absolute_pos_embed")
+        return names
+
+    # -- the forward pass ----------------------------------------------------------------------
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        x = self.patch_embed(x)  # (B, *grid, C)
+        if self.ape:
+            grid = tuple(x.shape[1:-1])
+            pos = resize_pos_embed(self.absolute_pos_embed, self.patch_grid, grid)
+            x = x + pos.view(1, *grid, -1)
+        return self.pos_drop(x)
+
+    def forward_intermediates(self, x: torch.Tensor, channels_last: bool = False) -> list[torch.Tensor]:
+        """Each stage's output before its downsample, not normalised: ``[(B, C_i, *grid_i)]``
+        (``(B, *grid_i, C_i)`` with ``channels_last``). Strides 4, 8, 16, 32 for images."""
+        x = self._embed(x)
+        outs = []
+        for layer in self.layers:
+            x = layer.forward_blocks(x)
+            outs.append(x if channels_last else x.movedim(-1, 1))
+            if layer.downsample is not None:
+                x = layer.downsample(x)
+        return outs
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The final normalised feature map, channels first: ``(B, C, H, W)`` for images,
+        ``(B, C, T, H, W)`` for videos."""
+        x = self._embed(x)
+        for layer in self.layers:
+            x = layer(x)
+        return self.norm(x).movedim(-1, 1)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Global average pooling, dropout and the linear head: ``(B, C, *grid) -> (B, classes)``
+        (``(B, C)`` with ``pre_logits``)."""
+        x = self.head_drop(x.mean(dim=tuple(range(2, x.dim()))))
+        return x if pre_logits else self.head(x)
+
+
+class SwinTransformer(_SwinBase):
+    """Swin Transformer for images.
+
+    Args (the official names):
+        img_size: the training resolution. It fixes, as the official code, which stages have
+            a window no smaller than their map (window clamped, no shift); other input sizes
+            work too (the grid is padded to the window).
+        patch_size: patch side (4).
+        in_chans: input channels.
+        num_classes: classes of the linear head; 0 for none.
+        embed_dim: channels C of the first stage; stage i has ``C * 2**i``.
+        depths, num_heads: blocks and heads per stage.
+        window_size: window side (7 at 224, 12 at 384).
+        mlp_ratio: MLP hidden width over C.
+        qkv_bias: bias on the qkv projection.
+        qk_scale: attention scale (default ``head_dim ** -0.5``).
+        drop_rate: dropout after the embedding and inside blocks.
+        attn_drop_rate: dropout on attention weights.
+        drop_path_rate: stochastic depth, rising linearly over all blocks to this value.
+        ape: learned absolute position embedding (resized bicubically for other sizes).
+        patch_norm: LayerNorm after the patch embedding.
+        use_checkpoint: gradient checkpointing from the start.
+        head_drop_rate: dropout before the head.
+
+    Shape: ``(B, in_chans, H, W) -> (B, num_classes)``; ``forward_features`` gives
+    ``(B, C * 8, ceil(H / 32), ceil(W / 32))`` for four stages.
+    """
+
+    def __init__(
+        self,
+        img_size: int | Sequence[int] = 224,
+        patch_size: int | Sequence[int] = 4,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        embed_dim: int = 96,
+        depths: Sequence[int] = (2, 2, 6, 2),
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        window_size: int | Sequence[int] = 7,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        ape: bool = False,
+        patch_norm: bool = True,
+        use_checkpoint: bool = False,
+        head_drop_rate: float = 0.0,
+    ) -> None:
+        img = to_ntuple(img_size, 2, "img_size")
+        super().__init__(
+            ndim=2, img_size=img, patch_size=to_ntuple(patch_size, 2, "patch_size"), in_chans=in_chans,
+            num_classes=num_classes, embed_dim=embed_dim, depths=tuple(depths), num_heads=tuple(num_heads),
+            window_size=to_ntuple(window_size, 2, "window_size"), mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+            qk_scale=qk_scale, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+            drop_path_rate=drop_path_rate, ape=ape, patch_norm=patch_norm, use_checkpoint=use_checkpoint,
+            head_drop_rate=head_drop_rate, clamp_at_construction=True, bias_index_mode="exact",
+        )
+        self.default_cfg["input_size"] = (in_chans, *img)
+        if img[0] >= 384:
+            self.default_cfg["crop_pct"] = 1.0  # the official 384 models are evaluated uncropped
+
+
+class VideoSwinTransformer(_SwinBase):
+    """Video Swin Transformer (the official ``SwinTransformer3D`` with an I3D head).
+
+    Args: as :class:`SwinTransformer`, with 3-tuples ``(T, H, W)`` for ``patch_size`` and
+    ``window_size``; windows are clamped per axis at run time as in the official code.
+    ``img_size`` (a clip size ``(T, H, W)``) is needed only with ``ape=True``.
+    ``head_drop_rate`` is the I3D head's dropout (0.5).
+
+    Shape: ``(B, in_chans, T, H, W) -> (B, num_classes)``; ``forward_features`` gives
+    ``(B, C * 8, ceil(T / pT), ceil(H / 32), ceil(W / 32))`` for four stages.
+    """
+
+    def __init__(
+        self,
+        patch_size: int | Sequence[int] = (2, 4, 4),
+        in_chans: int = 3,
+        num_classes: int = 400,
+        embed_dim: int = 96,
+        depths: Sequence[int] = (2, 2, 6, 2),
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        window_size: int | Sequence[int] = (8, 7, 7),
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.2,
+        ape: bool = False,
+        patch_norm: bool = True,
+        use_checkpoint: bool = False,
+        head_drop_rate: float = 0.5,
+        img_size: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(
+            ndim=3, img_size=to_ntuple(img_size, 3, "img_size") if img_size is not None else None,
+            patch_size=to_ntuple(patch_size, 3, "patch_size"), in_chans=in_chans, num_classes=num_classes,
+            embed_dim=embed_dim, depths=tuple(depths), num_heads=tuple(num_heads),
+            window_size=to_ntuple(window_size, 3, "window_size"), mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+            qk_scale=qk_scale, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+            drop_path_rate=drop_path_rate, ape=ape, patch_norm=patch_norm, use_checkpoint=use_checkpoint,
+            head_drop_rate=head_drop_rate, clamp_at_construction=False, bias_index_mode="official",
+        )
+        self.default_cfg.update(input_size=(in_chans, 32, 224, 224), crop_pct=1.0, interpolation="bilinear")
+
+
+# ---------------------------------------------------------------------------------------
+# Registered variants (default classes: 1000 for images, 400 for video)
+# ---------------------------------------------------------------------------------------
+
+_SIZES = {
+    "t": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    "s": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    "b": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+    "l": dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
+}
+# drop path of the official ImageNet-1K (image) and Kinetics-400 (video) recipes
+_IMAGE_DROP_PATH = {"t": 0.2, "s": 0.3, "b": 0.5, "l": 0.2}
+_VIDEO_DROP_PATH = {"t": 0.1, "s": 0.1, "b": 0.3, "l": 0.3}
+
+
+def _image(size: str, img: int = 224, window: int = 7, **kwargs) -> dict:
+    return {**_SIZES[size], "img_size": img, "window_size": window, "drop_path_rate": _IMAGE_DROP_PATH[size], **kwargs}
+
+
+def _video(size: str, window=(8, 7, 7), **kwargs) -> dict:
+    return {**_SIZES[size], "window_size": window, "drop_path_rate": _VIDEO_DROP_PATH[size], **kwargs}
+
+
+@register_model
+def swin_t(**kwargs) -> SwinTransformer:
+    """Swin-T: C96, depths 2-2-6-2, window 7, 224."""
+    return SwinTransformer(**{**_image("t"), **kwargs})
+
+
+@register_model
+def swin_s(**kwargs) -> SwinTransformer:
+    """Swin-S: C96, depths 2-2-18-2, window 7, 224."""
+    return SwinTransformer(**{**_image("s"), **kwargs})
+
+
+@register_model
+def swin_b(**kwargs) -> SwinTransformer:
+    """Swin-B: C128, depths 2-2-18-2, window 7, 224."""
+    return SwinTransformer(**{**_image("b"), **kwargs})
+
+
+@register_model
+def swin_b_384(**kwargs) -> SwinTransformer:
+    """Swin-B at 384 with window 12."""
+    return SwinTransformer(**{**_image("b", img=384, window=12), **kwargs})
+
+
+@register_model
+def swin_l(**kwargs) -> SwinTransformer:
+    """Swin-L: C192, depths 2-2-18-2, window 7, 224."""
+    return SwinTransformer(**{**_image("l"), **kwargs})
+
+
+@register_model
+def swin_l_384(**kwargs) -> SwinTransformer:
+    """Swin-L at 384 with window 12."""
+    return SwinTransformer(**{**_image("l", img=384, window=12), **kwargs})
+
+
+@register_model
+def video_swin_t(**kwargs) -> VideoSwinTransformer:
+    """Video Swin-T: as Swin-T, patch (2,4,4), window (8,7,7), 400 classes."""
+    return VideoSwinTransformer(**{**_video("t"), **kwargs})
+
+
+@register_model
+def video_swin_s(**kwargs) -> VideoSwinTransformer:
+    """Video Swin-S: as Swin-S, patch (2,4,4), window (8,7,7), 400 classes."""
+    return VideoSwinTransformer(**{**_video("s"), **kwargs})
+
+
+@register_model
+def video_swin_b(**kwargs) -> VideoSwinTransformer:
+    """Video Swin-B: as Swin-B, patch (2,4,4), window (8,7,7), 400 classes."""
+    return VideoSwinTransformer(**{**_video("b"), **kwargs})
+
+
+@register_model
+def video_swin_l(**kwargs) -> VideoSwinTransformer:
+    """Video Swin-L: as Swin-L, patch (2,4,4), window (8,7,7), 400 classes."""
+    return VideoSwinTransformer(**{**_video("l"), **kwargs})
+
+
+@register_model
+def video_swin_b_ssv2(**kwargs) -> VideoSwinTransformer:
+    """Video Swin-B for Something-Something v2: window (16,7,7), 174 classes."""
+    return VideoSwinTransformer(**{**_video("b", window=(16, 7, 7), num_classes=174, drop_path_rate=0.4), **kwargs})

@@ -1,0 +1,57 @@
+"""The official Swin (microsoft/Swin-Transformer) and Video Swin (mmaction2) layouts.
+
+tessera's own key names are the official ones, so converting means dropping the derived
+buffers (``relative_position_index``, ``attn_mask``, recomputed by the model) and, for
+mmaction2, removing the ``backbone.`` prefix and renaming the head.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import torch
+
+DERIVED_BUFFERS = ("relative_position_index", "attn_mask", "relative_coords_table")
+
+
+def drop_derived(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state_dict.items() if not k.endswith(DERIVED_BUFFERS)}
+
+
+def is_official(sd: Mapping[str, torch.Tensor]) -> bool:
+    keys = set(sd)
+    # timm moved the downsample to the start of the next stage (layers.1.downsample, no
+    # layers.0.downsample) and the head to head.fc; the official layout has neither trait.
+    timm_like = "head.fc.weight" in keys or (
+        any(k.startswith("layers.1.downsample") for k in keys)
+        and not any(k.startswith("layers.0.downsample") for k in keys)
+    )
+    return "patch_embed.proj.weight" in keys and any(k.startswith("layers.") for k in keys) and not timm_like
+
+
+def convert_official(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return drop_derived(sd)
+
+
+def is_mmaction(sd: Mapping[str, torch.Tensor]) -> bool:
+    return any(k.startswith("backbone.patch_embed.") for k in sd)
+
+
+def convert_mmaction(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # mmaction2 1.x keeps one norm per output stage (norm0..norm3); the last is the final norm
+    stage_norms = sorted({int(m.group(1)) for k in sd if (m := re.match(r"backbone\.norm(\d+)\.", k))})
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("backbone."):
+            k = k[len("backbone.") :]
+            if (m := re.match(r"norm(\d+)\.", k)) is not None:
+                if int(m.group(1)) != stage_norms[-1]:
+                    continue
+                k = "norm." + k[m.end() :]
+        elif k.startswith("cls_head.fc_cls."):
+            k = "head." + k[len("cls_head.fc_cls.") :]
+        else:
+            continue
+        out[k] = v
+    return drop_derived(out)
