@@ -29,18 +29,19 @@ FORMATS: list[Format] = [
     Format("mmaction", official.is_mmaction, official.convert_mmaction,
            "official Video Swin / mmaction2 (backbone.*, cls_head.fc_cls.*)"),
     Format("official", official.is_official, official.convert_official,
-           "official Swin and tessera's own layout"),
+           "official Swin (microsoft/Swin-Transformer), the same names as tessera's"),
+    # last: a state dict already in the model's own names (tessera's, and the families whose
+    # names follow their reference implementation); derived buffers are dropped
+    Format("tessera", lambda sd: True, official.drop_derived, "tessera's own names"),
 ]
 
 
-def register_format(fmt: Format, before: str | None = None) -> None:
-    """Add a format; ``before`` puts it ahead of the named one in detection order."""
+def register_format(fmt: Format, before: str = "tessera") -> None:
+    """Add a format ahead of ``before`` in detection order (by default just before the
+    catch-all ``tessera`` format)."""
     if any(f.name == fmt.name for f in FORMATS):
         raise ValueError(f"format {fmt.name!r} is registered twice")
-    if before is None:
-        FORMATS.append(fmt)
-    else:
-        FORMATS.insert(next(i for i, f in enumerate(FORMATS) if f.name == before), fmt)
+    FORMATS.insert(next(i for i, f in enumerate(FORMATS) if f.name == before), fmt)
 
 
 def get_format(name: str) -> Format:
