@@ -1,0 +1,125 @@
+"""The same checks for every registered model, at a small input.
+
+A new family gets all of these by registering itself. Image models are built with
+``img_size=64`` (every image family takes that argument), video models run on 4x32x32 clips.
+"""
+
+import pytest
+import torch
+
+import tessera
+
+MODELS = tessera.list_models()
+IMAGE_SIZE = 64
+CLIP = (4, 32, 32)
+
+
+def is_video(name: str) -> bool:
+    return name.startswith("video_")
+
+
+def build(name: str, **overrides) -> torch.nn.Module:
+    kwargs = {} if is_video(name) else {"img_size": IMAGE_SIZE}
+    return tessera.create_model(name, **kwargs, **overrides)
+
+
+def sample(model: torch.nn.Module, batch: int = 2) -> torch.Tensor:
+    chans = model.default_cfg["input_size"][0]
+    size = CLIP if len(model.default_cfg["input_size"]) == 4 else (IMAGE_SIZE, IMAGE_SIZE)
+    return torch.randn(batch, chans, *size)
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def built(request):
+    """One model per name for the whole module (building the large ones is the slow part)."""
+    torch.manual_seed(0)
+    return request.param, build(request.param, num_classes=7)
+
+
+def test_forward_backward(built):
+    name, model = built
+    model.train()
+    x = sample(model)
+    out = model(x)
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    model.zero_grad(set_to_none=True)
+    out.square().mean().backward()
+    without = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not without, f"parameters without gradient: {without[:5]}"
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_features_then_head_is_forward(built):
+    name, model = built
+    model.eval()
+    x = sample(model)
+    with torch.no_grad():
+        out = model(x)
+        features = model.forward_features(x)
+        torch.testing.assert_close(model.forward_head(features), out, atol=1e-5, rtol=1e-5)
+        pooled = model.forward_head(features, pre_logits=True)
+    assert pooled.shape == (2, model.num_features)
+
+
+def test_reset_classifier(built):
+    name, _ = built
+    torch.manual_seed(0)
+    model = build(name, num_classes=7).eval()
+    x = sample(model)
+    with torch.no_grad():
+        pooled = model.forward_head(model.forward_features(x), pre_logits=True)
+        model.reset_classifier(3)
+        assert model(x).shape == (2, 3)
+        model.reset_classifier(0)
+        torch.testing.assert_close(model(x), pooled, atol=1e-5, rtol=1e-5)
+
+
+def test_gradient_checkpointing_same_output_and_gradients(built):
+    name, model = built
+    model.eval()  # no dropout / stochastic depth, so both runs compute the same function
+    x = sample(model)
+    results = []
+    for enable in (False, True):
+        model.set_grad_checkpointing(enable)
+        model.zero_grad(set_to_none=True)
+        out = model(x)
+        out.sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    model.set_grad_checkpointing(False)
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
+    assert len(results[1][1]) == len(results[0][1])
+    for a, b in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
+
+
+def test_batch_independence(built):
+    name, model = built
+    model.eval()
+    x = sample(model, batch=3)
+    with torch.no_grad():
+        full = model(x)
+        alone = model(x[:1])
+        x2 = x.clone()
+        x2[1:] = torch.randn_like(x2[1:]) * 3
+        changed = model(x2)
+    torch.testing.assert_close(alone[0], full[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(changed[0], full[0], atol=1e-5, rtol=1e-4)
+
+
+def test_state_dict_round_trip_and_model_args(built):
+    name, model = built
+    model.eval()
+    clone = type(model)(**model.model_args).eval()
+    clone.load_state_dict(model.state_dict())
+    x = sample(model)
+    with torch.no_grad():
+        torch.testing.assert_close(clone(x), model(x), atol=1e-6, rtol=1e-6)
+    assert model.model_name == name
+
+
+def test_wrong_channel_count_is_a_clear_error(built):
+    name, model = built
+    x = sample(model)
+    bad = torch.randn(x.shape[0], x.shape[1] + 1, *x.shape[2:])
+    with pytest.raises(ValueError, match="channels"):
+        model(bad)
