@@ -9,21 +9,29 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 
-def _cpu_flash_sdpa_flop(query_shape, key_shape, value_shape, *args, out_val=None, **kwargs) -> int:
-    # The CPU flash kernel of scaled_dot_product_attention is not in the counter's table
-    # (it would count 0); its work is the same as any other SDPA backend's.
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
 def _custom_formulas() -> dict:
-    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if op is None:
-        return {}
+    """Formulas for kernels the counter does not know: the CPU flash kernel of
+    scaled_dot_product_attention, and oneDNN's fused linear (bias/GELU/add epilogues)."""
+    formulas = {}
+    sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if sdpa is not None:
 
-    def formula(query, key, value, *args, out_val=None, **kwargs):
-        return _cpu_flash_sdpa_flop(query, key, value)
+        def sdpa_formula(query, key, value, *args, **kwargs) -> int:
+            return sdpa_flop_count(query, key, value)
 
-    return {op: formula}
+        formulas[sdpa] = sdpa_formula
+    linear = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if linear is not None:
+
+        def linear_formula(x_shape, *args, out_shape=None, **kwargs) -> int:
+            # both overloads take the input first; out = x @ W^T (+ epilogue)
+            rows = 1
+            for s in x_shape[:-1]:
+                rows *= s
+            return 2 * rows * x_shape[-1] * out_shape[-1]
+
+        formulas[linear] = linear_formula
+    return formulas
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:

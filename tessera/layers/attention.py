@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fused
 from .helpers import prod
 from .windows import WindowPlan, clamped_bias_index, relative_position_index
 
@@ -177,46 +178,67 @@ class WindowAttention(Attention):
 
     # -- fast path -------------------------------------------------------------------------
 
-    def _bias_and_mask(self, plan: WindowPlan, shifted: bool) -> torch.Tensor:
-        """The additive term of one block, made once per plan while the table is unchanged:
-        ``(1, h, N, N)`` for regular windows (broadcast over windows), ``(1, nW * h, N, N)``
-        for shifted windows (windows folded into the head axis, so that one constant buffer
-        serves every image of the batch)."""
-        use_cache = not (torch.is_grad_enabled() and self.relative_position_bias_table.requires_grad)
-        use_cache = use_cache and not torch.compiler.is_compiling()
-        key = (plan.grid, plan.window, plan.shift, shifted, plan.device)
-        if use_cache:
-            version = self.relative_position_bias_table._version
+    def _frozen_bias(self, plan: WindowPlan, shifted: bool, batch: int) -> torch.Tensor:
+        """The additive term of one block when the table needs no gradient, in the shape the
+        fused kernel wants: ``(1, h, N, N)`` for regular windows (broadcast over every
+        window), ``(B * nW, h, N, N)`` for shifted ones (the bias plus each window's mask,
+        repeated over the batch: the kernel cannot broadcast a per-window term over images).
+        Cached per plan and batch size until the table changes."""
+        masked = shifted and plan.mask is not None
+        key = (plan.grid, plan.window, plan.shift, masked, batch if masked else 0, plan.device)
+        version = self.relative_position_bias_table._version
+        caching = not torch.compiler.is_compiling()
+        if caching:
             hit = self._bias_cache.get(key)
             if hit is not None and hit[0] == version:
                 return hit[1]
-        bias = self.relative_position_bias(plan.window)
-        n = plan.tokens_per_window
-        if shifted and plan.mask is not None:
-            out = (bias.unsqueeze(0) + plan.mask.unsqueeze(1)).reshape(1, -1, n, n)
-        else:
-            out = bias.unsqueeze(0)
-        if use_cache:
+        bias = self.relative_position_bias(plan.window).unsqueeze(0)
+        if masked:
+            n = plan.tokens_per_window
+            bias = (bias + plan.mask.unsqueeze(1)).expand(batch, -1, -1, -1, -1).reshape(-1, self.num_heads, n, n)
+        if caching:
             if len(self._bias_cache) > 16:
                 self._bias_cache.clear()
-            self._bias_cache[key] = (self.relative_position_bias_table._version, out)
-        return out
+            self._bias_cache[key] = (version, bias)
+        return bias
 
-    def forward_windows(self, x: torch.Tensor, plan: WindowPlan, shifted: bool) -> torch.Tensor:
-        """Attention on tokens already in window order: ``(B, nW * N, C) -> (B, nW * N, C)``."""
+    def _attend_windows(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: WindowPlan, shifted: bool,
+                        batch: int) -> torch.Tensor:
+        """q, k, v: ``(B * nW, h, N, d)`` -> ``(B * nW, h, N, d)``."""
+        training_table = torch.is_grad_enabled() and self.relative_position_bias_table.requires_grad
+        if self.fused and not training_table:
+            bias = self._frozen_bias(plan, shifted, batch)
+            return attend(q, k, v, bias, self.scale, self._dropout_p(), fused=True)
+        # The table learns: a fused kernel would fall back to its slow general form to give
+        # the bias a gradient, so write it out with broadcasting (no per-image bias copy).
+        n = plan.tokens_per_window
+        bias = self.relative_position_bias(plan.window).unsqueeze(0)  # (1, h, N, N)
+        if shifted and plan.mask is not None:
+            bias = bias + plan.mask.unsqueeze(1).to(bias.dtype)  # (nW, h, N, N)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        attn = (attn.view(batch, -1, self.num_heads, n, n) + bias).view_as(attn)
+        attn = self.attn_drop(attn.softmax(dim=-1))
+        return attn @ v
+
+    def forward_windows(
+        self, x: torch.Tensor, plan: WindowPlan, shifted: bool, residual: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Attention on tokens already in window order: ``(B, nW * N, C) -> (B, nW * N, C)``.
+
+        With ``residual`` the result is ``residual + attention(x)`` (the projection's
+        dropout must be inactive), fused into the output projection where possible.
+        """
         b, length, c = x.shape
         n = plan.tokens_per_window
-        nw = length // n
         h, d = self.num_heads, self.head_dim
-        qkv = self.qkv(x).view(b, nw, n, 3, h, d).permute(3, 0, 1, 4, 2, 5)  # (3, B, nW, h, N, d)
-        if shifted and plan.mask is not None:
-            q, k, v = qkv.reshape(3, b, nw * h, n, d).unbind(0)
-        else:
-            q, k, v = qkv.reshape(3, b * nw, h, n, d).unbind(0)
-        bias = self._bias_and_mask(plan, shifted)
-        out = attend(q, k, v, bias, self.scale, self._dropout_p(), self.fused)
-        out = out.view(b, nw, h, n, d).permute(0, 1, 3, 2, 4).reshape(b, length, c)
-        return self.proj_drop(self.proj(out))
+        qkv = fused.linear(x, self.qkv.weight, self.qkv.bias)
+        # strided views, no copy: (B * nW, h, N, d)
+        q, k, v = qkv.view(-1, n, 3, h, d).permute(2, 0, 3, 1, 4).unbind(0)
+        out = self._attend_windows(q, k, v, plan, shifted, b)
+        out = out.transpose(1, 2).reshape(b, length, c)  # free for SDPA's (B, N, h, d) layout
+        if residual is not None:
+            return fused.linear_add(out, self.proj.weight, self.proj.bias, residual)
+        return self.proj_drop(fused.linear(out, self.proj.weight, self.proj.bias))
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"

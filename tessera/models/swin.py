@@ -101,8 +101,22 @@ class SwinBlock(nn.Module):
 
     def forward_windows(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
         """Fast path on tokens already in this block's window order: ``(B, L, C) -> (B, L, C)``."""
-        x = x + self.drop_path(self.attn.forward_windows(self.norm1(x), plan, self.is_shifted(plan)))
+        shifted = self.is_shifted(plan)
+        if not self._stochastic():
+            # no dropout and no stochastic depth: the residual adds go into the projections
+            x = self.attn.forward_windows(self.norm1(x), plan, shifted, residual=x)
+            return self.mlp(self.norm2(x), residual=x)
+        x = x + self.drop_path(self.attn.forward_windows(self.norm1(x), plan, shifted))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def _stochastic(self) -> bool:
+        if not self.training:
+            return False
+        return (
+            getattr(self.drop_path, "drop_prob", 0.0) > 0
+            or self.attn.proj_drop.p > 0
+            or self.mlp.dropout_active()
+        )
 
 
 class PatchMerging(nn.Module):

@@ -1,0 +1,215 @@
+"""Throughput of a model, and of a peer library's model with the same weights, in one process.
+
+Timing: warm-up iterations, then ``rounds`` timed rounds of ``iters`` iterations each; the
+figure is the median round. With a peer, rounds alternate between tessera and the peer so
+that both see the same machine (a busy machine slows both alike and the ratio survives).
+
+The achieved fraction of the machine's own matrix-product rate is measured on the spot:
+model FLOPs x throughput / FLOP/s of a large GEMM in the same dtype.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from .stats import model_stats
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Timing:
+    name: str
+    ms_per_batch: float
+    samples_per_s: float
+    rounds_ms: list[float] = field(default_factory=list)
+
+
+@dataclass
+class BenchResult:
+    model: str
+    input_shape: tuple[int, ...]
+    dtype: str
+    mode: str  # "inference" or "train"
+    device: str
+    threads: int
+    gmacs_per_sample: float
+    matmul_tflops: float
+    ours: Timing
+    peer: Timing | None = None
+    peer_max_abs_diff: float | None = None
+    fraction_of_matmul: float = 0.0
+    peak_memory_mib: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.peer is None else self.ours.samples_per_s / self.peer.samples_per_s
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ratio"] = self.ratio
+        return d
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_tflops(dtype: torch.dtype, device: torch.device, n: int = 2048, iters: int = 10) -> float:
+    """FLOP/s (in TFLOP/s) of an ``n x n x n`` matrix product on this machine, now."""
+    if device.type == "cpu" and dtype == torch.float16:
+        dtype = torch.float32  # no fast fp16 GEMM on CPU; autocast fp16 runs fp32 kernels there
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e12
+
+
+def make_step(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, train: bool) -> Callable[[], None]:
+    """One timed unit of work: a forward pass, or forward + backward + AdamW step."""
+    device = x.device
+    autocast = (
+        torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+    )
+    if not train:
+        model.eval()
+
+        def infer() -> None:
+            with torch.inference_mode(), autocast:
+                model(x)
+
+        return infer
+
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16 and device.type == "cuda")
+    target = torch.zeros(x.shape[0], dtype=torch.long, device=device)
+
+    def step() -> None:
+        with autocast:
+            loss = nn.functional.cross_entropy(model(x).float(), target)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    return step
+
+
+def time_rounds(fns: dict[str, Callable[[], None]], device: torch.device, warmup: int, iters: int, rounds: int,
+                batch: int) -> dict[str, Timing]:
+    """Median time per iteration of each function, rounds interleaved."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    _sync(device)
+    per_round: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            for _ in range(iters):
+                fn()
+            _sync(device)
+            per_round[name].append((time.perf_counter() - t) / iters * 1e3)
+    out = {}
+    for name, ms in per_round.items():
+        med = statistics.median(ms)
+        out[name] = Timing(name, med, batch / med * 1e3, ms)
+    return out
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # the process's high-water resident set (Linux reports KiB)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def benchmark(
+    model: nn.Module,
+    name: str,
+    input_shape: tuple[int, ...],
+    dtype: str = "fp32",
+    train: bool = False,
+    device: str = "cpu",
+    compile: bool = False,
+    channels_last: bool = False,
+    peer: tuple[str, nn.Module] | None = None,
+    warmup: int = 3,
+    iters: int = 3,
+    rounds: int = 5,
+) -> BenchResult:
+    """Time ``model`` (and ``peer``, a ``(label, module)`` with the same weights) on random
+    inputs of ``input_shape`` (batch first)."""
+    dev = torch.device(device)
+    torch_dtype = DTYPES[dtype]
+    notes: list[str] = []
+    macs = model_stats(model, (1, *input_shape[1:]))["macs"]
+    model = model.to(dev)
+    x = torch.randn(*input_shape, device=dev)
+    if channels_last:
+        fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+        x = x.contiguous(memory_format=fmt)
+        model = model.to(memory_format=fmt)
+    runners = {"tessera": model}
+    diff = None
+    if peer is not None:
+        label, peer_model = peer
+        peer_model = peer_model.to(dev)
+        with torch.no_grad():
+            diff = (model.eval()(x) - peer_model.eval()(x)).abs().max().item()
+        runners[label] = peer_model
+    if compile:
+        runners = {k: torch.compile(m) for k, m in runners.items()}
+    fns = {k: make_step(m, x, torch_dtype, train) for k, m in runners.items()}
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    timings = time_rounds(fns, dev, warmup, iters, rounds, input_shape[0])
+    rate = matmul_tflops(torch_dtype, dev)
+    work = 2 * macs * (3 if train else 1)  # backward costs about twice the forward
+    ours = timings["tessera"]
+    result = BenchResult(
+        model=name, input_shape=tuple(input_shape), dtype=dtype, mode="train" if train else "inference",
+        device=str(dev), threads=torch.get_num_threads(), gmacs_per_sample=macs / 1e9, matmul_tflops=rate,
+        ours=ours, peer=next((t for k, t in timings.items() if k != "tessera"), None), peer_max_abs_diff=diff,
+        fraction_of_matmul=work * ours.samples_per_s / (rate * 1e12), peak_memory_mib=peak_memory_mib(dev),
+        notes=notes,
+    )
+    return result
+
+
+def format_result(r: BenchResult) -> str:
+    unit = "clips" if len(r.input_shape) == 5 else "images"
+    lines = [
+        f"{r.model} {r.mode} {r.dtype} on {r.device} ({r.threads} threads), input {r.input_shape}",
+        f"  tessera: {r.ours.samples_per_s:8.2f} {unit}/s  {r.ours.ms_per_batch:9.1f} ms/batch",
+    ]
+    if r.peer is not None:
+        lines.append(f"  {r.peer.name}: {r.peer.samples_per_s:8.2f} {unit}/s  {r.peer.ms_per_batch:9.1f} ms/batch"
+                     f"  (max |diff| of outputs {r.peer_max_abs_diff:.2e})")
+        lines.append(f"  ratio tessera / {r.peer.name}: {r.ratio:.2f}x")
+    lines += [
+        f"  {r.gmacs_per_sample:.3f} GMACs per sample; matmul rate here now {r.matmul_tflops * 1e3:.0f} GFLOP/s "
+        f"({r.dtype}); tessera reaches {100 * r.fraction_of_matmul:.0f}% of it",
+        f"  peak memory {r.peak_memory_mib:.0f} MiB ({'allocated on the GPU' if r.device.startswith('cuda') else 'resident, whole process'})",
+    ]
+    lines += [f"  note: {n}" for n in r.notes]
+    return "\n".join(lines)
