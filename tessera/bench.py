@@ -213,3 +213,60 @@ def format_result(r: BenchResult) -> str:
     ]
     lines += [f"  note: {n}" for n in r.notes]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# Peers: the same architecture from timm or torchvision, with tessera's weights
+# ---------------------------------------------------------------------------------------
+
+TIMM_NAMES = {
+    "swin_t": "swin_tiny_patch4_window7_224", "swin_s": "swin_small_patch4_window7_224",
+    "swin_b": "swin_base_patch4_window7_224", "swin_b_384": "swin_base_patch4_window12_384",
+    "swin_l": "swin_large_patch4_window7_224", "swin_l_384": "swin_large_patch4_window12_384",
+    "vit_t_16": "vit_tiny_patch16_224", "vit_s_16": "vit_small_patch16_224", "vit_b_16": "vit_base_patch16_224",
+    "vit_l_16": "vit_large_patch16_224", "deit_t": "deit_tiny_patch16_224", "deit_s": "deit_small_patch16_224",
+    "deit_b": "deit_base_patch16_224", "deit_t_distilled": "deit_tiny_distilled_patch16_224",
+    "deit_s_distilled": "deit_small_distilled_patch16_224", "deit_b_distilled": "deit_base_distilled_patch16_224",
+    "cait_xxs24": "cait_xxs24_224", "cait_s24": "cait_s24_224", "levit_128s": "levit_128s", "levit_256": "levit_256",
+    "pvt_v2_b0": "pvt_v2_b0", "pvt_v2_b2": "pvt_v2_b2", "pvt_v2_b2_li": "pvt_v2_b2_li",
+}
+TORCHVISION_NAMES = {
+    "swin_t": "swin_t", "swin_s": "swin_s", "swin_b": "swin_b",
+    "video_swin_t": "swin3d_t", "video_swin_s": "swin3d_s", "video_swin_b": "swin3d_b",
+}
+
+
+def peer_model(library: str, name: str, model: nn.Module) -> nn.Module:
+    """Build ``library``'s version of the registered model ``name`` and give ``model`` the
+    peer's weights (through tessera's own converter of that library's format), so that both
+    compute the same function."""
+    from .errors import TesseraError
+    from .weights import load_checkpoint
+
+    args = getattr(model, "model_args", {})
+    drop_path = float(args.get("drop_path_rate", 0.0))
+    if library == "timm":
+        if name not in TIMM_NAMES:
+            raise TesseraError(f"no timm counterpart of {name!r} is known; known: {', '.join(sorted(TIMM_NAMES))}")
+        try:
+            import timm
+        except ImportError:
+            raise TesseraError("--compare timm needs timm installed in this environment") from None
+        kwargs = {"num_classes": model.num_classes, "drop_path_rate": drop_path}
+        if "img_size" in args and name.startswith("swin"):
+            kwargs["img_size"] = args["img_size"]
+        peer = timm.create_model(TIMM_NAMES[name], **kwargs)
+    elif library == "torchvision":
+        if name not in TORCHVISION_NAMES:
+            raise TesseraError(f"no torchvision counterpart of {name!r} is known; known: {', '.join(TORCHVISION_NAMES)}")
+        try:
+            import torchvision.models as tvm
+            import torchvision.models.video as tvv
+        except ImportError:
+            raise TesseraError("--compare torchvision needs torchvision installed in this environment") from None
+        builder = getattr(tvv if name.startswith("video") else tvm, TORCHVISION_NAMES[name])
+        peer = builder(num_classes=model.num_classes, stochastic_depth_prob=drop_path)
+    else:
+        raise TesseraError(f"unknown peer library {library!r}; use timm or torchvision")
+    load_checkpoint(model, peer.state_dict(), strict=True, verbose=False)
+    return peer

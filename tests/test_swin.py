@@ -192,8 +192,8 @@ def test_window_order_block_equals_direct_computation(grid, window):
         blk.attn.relative_position_bias_table.normal_(0, 1.0)
         x = torch.randn(2, *grid, dim)
         plan = get_plan(grid, window, shift, x.device)
-        tokens = x.reshape(2, -1, dim)[:, plan.order("in_regular")][:, plan.order("regular_to_shifted")]
-        out = blk.forward_windows(tokens, plan)[:, plan.order("out_shifted")]
+        tokens = plan.reorder(plan.reorder(x.reshape(2, -1, dim), "raster", "regular"), "regular", "shifted")
+        out = plan.reorder(blk.forward_windows(tokens, plan), "shifted", "raster")
         torch.testing.assert_close(out.view_as(x), _direct_block(blk, x, window, shift), atol=1e-5, rtol=1e-5)
 
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from . import fused
 from .helpers import prod
-from .windows import WindowPlan, clamped_bias_index, relative_position_index
+from .windows import WindowPlan, clamped_bias_index, outside_inference_mode, relative_position_index
 
 
 def attend(
@@ -141,11 +141,15 @@ class WindowAttention(Attention):
     def _bias_index(self, window: tuple[int, ...]) -> torch.Tensor:
         if window == self.window_size:
             return self.relative_position_index
-        key = (window, self.relative_position_index.device)
+        device = self.relative_position_index.device
+        if torch.compiler.is_compiling():
+            return clamped_bias_index(self.window_size, window, self.bias_index_mode).to(device)
+        key = (window, device)
         index = self._index_cache.get(key)
         if index is None:
-            index = clamped_bias_index(self.window_size, window, self.bias_index_mode)
-            index = self._index_cache[key] = index.to(self.relative_position_index.device)
+            with outside_inference_mode():
+                index = clamped_bias_index(self.window_size, window, self.bias_index_mode).to(device)
+            self._index_cache[key] = index
         return index
 
     def relative_position_bias(self, window: tuple[int, ...]) -> torch.Tensor:
@@ -192,10 +196,12 @@ class WindowAttention(Attention):
             hit = self._bias_cache.get(key)
             if hit is not None and hit[0] == version:
                 return hit[1]
-        bias = self.relative_position_bias(plan.window).unsqueeze(0)
-        if masked:
-            n = plan.tokens_per_window
-            bias = (bias + plan.mask.unsqueeze(1)).expand(batch, -1, -1, -1, -1).reshape(-1, self.num_heads, n, n)
+        with outside_inference_mode(), torch.no_grad():  # the table needs no gradient here
+            bias = self.relative_position_bias(plan.window).unsqueeze(0)
+            if masked:
+                n = plan.tokens_per_window
+                bias = bias + plan.mask.unsqueeze(1)
+                bias = bias.expand(batch, -1, -1, -1, -1).reshape(-1, self.num_heads, n, n)
         if caching:
             if len(self._bias_cache) > 16:
                 self._bias_cache.clear()

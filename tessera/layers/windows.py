@@ -21,10 +21,8 @@ Two ways to compute the same function use this module:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cached_property
-
 import torch
 
 from .helpers import prod
@@ -204,68 +202,79 @@ def window_order(padded: Sequence[int], window: Sequence[int], shift: Sequence[i
     return window_partition(idx, window).reshape(-1)
 
 
-@dataclass(frozen=True)
 class WindowPlan:
-    """Windows of one stage for a given input grid.
+    """Windows of one stage for a given input grid: the effective (clamped) window and shift,
+    the padded grid, the shift mask and, for grids that need no padding, the gathers of the
+    fast path. Blocks with an even index use no shift, blocks with an odd index ``shift``.
 
-    ``window`` and ``shift`` are the effective (clamped) sizes; blocks with an even index use
-    no shift, blocks with an odd index use ``shift``.
+    Everything is computed once, when the plan is made (plain attributes, so that
+    ``torch.compile`` can trace through a plan made inside a compiled region).
     """
 
-    grid: tuple[int, ...]
-    window: tuple[int, ...]
-    shift: tuple[int, ...]
-    device: torch.device
+    def __init__(self, grid: tuple[int, ...], window: tuple[int, ...], shift: tuple[int, ...],
+                 device: torch.device) -> None:
+        self.grid, self.window, self.shift, self.device = grid, window, shift, device
+        self.padded = padded_size(grid, window)
+        self.needs_pad = self.padded != grid
+        self.shifted = any(shift)
+        self.tokens_per_window = prod(window)
+        self.num_windows = prod([p // w for p, w in zip(self.padded, window)])
+        mask = shifted_window_mask(self.padded, window, shift)
+        self.mask = None if mask is None else mask.to(device)
+        # The fast path's gathers, only for grids that need no padding (with padding the MLP
+        # would run on pad tokens): ``orders[(source, target)]`` moves tokens between the
+        # grid's raster order and the regular and shifted window orders.
+        self.orders: dict[tuple[str, str], torch.Tensor] = {}
+        if not self.needs_pad:
+            regular = window_order(grid, window, (0,) * len(window))
+            shifted = window_order(grid, window, shift) if self.shifted else regular
+            inv_regular, inv_shifted = torch.argsort(regular), torch.argsort(shifted)
+            orders = {
+                ("raster", "regular"): regular,
+                ("raster", "shifted"): shifted,
+                ("regular", "shifted"): inv_regular[shifted],
+                ("shifted", "regular"): inv_shifted[regular],
+                ("regular", "raster"): inv_regular,
+                ("shifted", "raster"): inv_shifted,
+            }
+            self.orders = {k: v.to(device) for k, v in orders.items()}
 
-    @cached_property
-    def padded(self) -> tuple[int, ...]:
-        return padded_size(self.grid, self.window)
+    def reorder(self, tokens: torch.Tensor, source: str, target: str) -> torch.Tensor:
+        """Move the tokens ``(B, L, C)`` of this grid from one order to another: ``raster``
+        (the grid's own), ``regular`` or ``shifted`` window order."""
+        if source == target:
+            return tokens
+        return permute_tokens(tokens, self.orders[(source, target)], self.orders[(target, source)])
 
-    @property
-    def needs_pad(self) -> bool:
-        return self.padded != self.grid
 
-    @property
-    def shifted(self) -> bool:
-        return any(self.shift)
+class _PermuteTokens(torch.autograd.Function):
+    """``x.index_select(1, order)`` for a permutation ``order``, whose gradient is the gather
+    by the inverse permutation (``index_select``'s own backward is a slower scatter-add)."""
 
-    @property
-    def tokens_per_window(self) -> int:
-        return prod(self.window)
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        return x.index_select(1, order)
 
-    @property
-    def num_windows(self) -> int:
-        return prod(p // w for p, w in zip(self.padded, self.window))
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(1, inverse), None, None
 
-    @cached_property
-    def mask(self) -> torch.Tensor | None:
-        m = shifted_window_mask(self.padded, self.window, self.shift)
-        return None if m is None else m.to(self.device)
 
-    # -- the fast path: gathers between raster order and the two window orders ----------
-    # Only for grids that need no padding: with padding, the MLP would run on pad tokens.
+def outside_inference_mode():
+    """A context in which cached tensors are made as normal tensors even when the caller runs
+    under ``torch.inference_mode`` (inference tensors could not be used with autograd later)."""
+    if torch.is_inference_mode_enabled() and not torch.compiler.is_compiling():
+        return torch.inference_mode(False)
+    return contextlib.nullcontext()
 
-    @cached_property
-    def _orders(self) -> dict[str, torch.Tensor]:
-        if self.needs_pad:
-            raise ValueError(f"window orders are for unpadded grids; {self.grid} pads to {self.padded}")
-        zero = (0,) * len(self.window)
-        regular = window_order(self.grid, self.window, zero)
-        shifted = window_order(self.grid, self.window, self.shift) if self.shifted else regular
-        inverse_regular = torch.argsort(regular)
-        inverse_shifted = torch.argsort(shifted)
-        out = {
-            "in_regular": regular,  # raster -> regular window order
-            "regular_to_shifted": inverse_regular[shifted],
-            "shifted_to_regular": inverse_shifted[regular],
-            "out_regular": inverse_regular,  # regular window order -> raster
-            "out_shifted": inverse_shifted,
-        }
-        return {k: v.to(self.device) for k, v in out.items()}
 
-    def order(self, name: str) -> torch.Tensor:
-        """One of the precomputed gathers of the fast path (see ``_orders``)."""
-        return self._orders[name]
+def permute_tokens(x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """Reorder the tokens of ``(B, L, C)`` by a permutation of ``L`` (``inverse`` undoes it)."""
+    if torch.is_grad_enabled() and x.requires_grad and not torch.compiler.is_compiling():
+        return _PermuteTokens.apply(x, order, inverse)
+    return x.index_select(1, order)
 
 
 _PLANS: dict[tuple, WindowPlan] = {}
@@ -277,10 +286,15 @@ def get_plan(
     """The cached :class:`WindowPlan` of a stage with window ``window`` and odd-block shift
     ``shift`` on an input grid ``grid`` (clamped per axis as the official Video Swin)."""
     win, sft = effective_window(grid, window, shift)
-    key = (tuple(grid), win, sft, str(device))
+    grid = tuple(int(g) for g in grid)
+    if torch.compiler.is_compiling():
+        # traced: no global cache (its tensors depend on nothing but sizes and fold away)
+        return WindowPlan(grid, win, sft, torch.device(device))
+    key = (grid, win, sft, str(device))
     plan = _PLANS.get(key)
     if plan is None:
         if len(_PLANS) > 256:  # many input sizes: keep memory bounded
             _PLANS.clear()
-        plan = _PLANS[key] = WindowPlan(tuple(int(g) for g in grid), win, sft, torch.device(device))
+        with outside_inference_mode():
+            plan = _PLANS[key] = WindowPlan(grid, win, sft, torch.device(device))
     return plan

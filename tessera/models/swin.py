@@ -208,16 +208,12 @@ class SwinStage(nn.Module):
         # Tokens go from raster order into window order once, between regular and shifted
         # blocks by one gather each, and back to raster order at the end of the stage.
         b, c = x.shape[0], x.shape[-1]
-        tokens = x.reshape(b, -1, c).index_select(1, plan.order("in_regular"))
-        current = "regular"
+        tokens, current = x.reshape(b, -1, c), "raster"
         for blk in self.blocks:
             wanted = "shifted" if blk.is_shifted(plan) else "regular"
-            if wanted != current:
-                tokens = tokens.index_select(1, plan.order(f"{current}_to_{wanted}"))
-                current = wanted
+            tokens, current = plan.reorder(tokens, current, wanted), wanted
             tokens = maybe_checkpoint(blk.forward_windows, tokens, plan, enabled=self.grad_checkpointing)
-        tokens = tokens.index_select(1, plan.order(f"out_{current}"))
-        return tokens.view(b, *plan.grid, c)
+        return plan.reorder(tokens, current, "raster").view(b, *plan.grid, c)
 
 
 class _SwinBase(TesseraModel):

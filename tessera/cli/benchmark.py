@@ -1,0 +1,68 @@
+"""``tessera benchmark MODEL``: throughput, latency, memory and the achieved fraction of this
+machine's matrix-product rate; ``--compare timm`` times the peer's model with the same weights
+in the same process and prints the ratio."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("benchmark", help="measure speed (optionally against timm or torchvision)",
+                       description=__doc__)
+    p.add_argument("model", help="a registered model name")
+    p.add_argument("--batch-size", type=int, help="default: 8 images or 1 clip")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--img-size", type=int, help="image side (default: the model's own)")
+    size.add_argument("--clip", help="video clip T,H,W (default 16,224,224)")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="fp32, or autocast to bf16/fp16")
+    p.add_argument("--train", action="store_true", help="time forward + backward + AdamW step")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model(s)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last input and weights")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--compare", choices=["timm", "torchvision"], help="time the peer's model too")
+    p.add_argument("--reference", action="store_true", help="use the official step-by-step path (Swin)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iters", type=int, default=3, help="iterations per timed round")
+    p.add_argument("--rounds", type=int, default=5, help="timed rounds (the median is reported)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import create_model
+    from ..bench import benchmark, format_result, peer_model
+    from ..errors import TesseraError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = create_model(args.model)
+    video = len(model.default_cfg["input_size"]) == 4
+    chans = model.default_cfg["input_size"][0]
+    if video:
+        if args.img_size:
+            raise TesseraError("--img-size is for image models; use --clip T,H,W")
+        try:
+            clip = tuple(int(v) for v in (args.clip or "16,224,224").split(","))
+            assert len(clip) == 3 and min(clip) > 0
+        except (ValueError, AssertionError):
+            raise TesseraError(f"--clip takes three positive integers T,H,W, got {args.clip!r}") from None
+        shape = (args.batch_size or 1, chans, *clip)
+    else:
+        if args.clip:
+            raise TesseraError("--clip is for video models; use --img-size")
+        side = args.img_size or model.default_cfg["input_size"][-1]
+        shape = (args.batch_size or 8, chans, side, side)
+    if args.reference and hasattr(model, "set_fast_path"):
+        model.set_fast_path(False)
+    peer = (args.compare, peer_model(args.compare, args.model, model)) if args.compare else None
+    result = benchmark(model, args.model, shape, dtype=args.dtype, train=args.train, device=args.device,
+                       compile=args.compile, channels_last=args.channels_last, peer=peer,
+                       warmup=args.warmup, iters=args.iters, rounds=args.rounds)
+    print(json.dumps(result.to_dict()) if args.json else format_result(result))
+    return 0

@@ -1,0 +1,107 @@
+"""The fast path computes the same function as the official reference path."""
+
+import pytest
+import torch
+
+from tessera.layers import fused
+from tessera.models import SwinTransformer, VideoSwinTransformer
+
+SMALL_2D = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), num_classes=5, drop_path_rate=0.0)
+SMALL_3D = dict(SMALL_2D, window_size=(2, 4, 4), head_drop_rate=0.0)
+
+
+def _pair(video: bool):
+    torch.manual_seed(0)
+    if video:
+        fast, ref = VideoSwinTransformer(**SMALL_3D), VideoSwinTransformer(**SMALL_3D)
+    else:
+        fast, ref = SwinTransformer(img_size=64, **SMALL_2D), SwinTransformer(img_size=64, **SMALL_2D)
+    ref.load_state_dict(fast.state_dict())
+    ref.set_fast_path(False)
+    return fast.eval(), ref.eval()
+
+
+CASES = [
+    (False, (2, 3, 64, 64)),   # no padding: window order + gathers
+    (False, (2, 3, 56, 72)),   # padding in the first stages
+    (False, (1, 3, 32, 32)),   # every stage clamped: no shift at all
+    (True, (2, 3, 4, 32, 32)),  # no padding
+    (True, (1, 3, 6, 36, 20)),  # padding on every axis
+]
+
+
+@pytest.mark.parametrize("video,shape", CASES)
+def test_inference_mode_matches_reference(video, shape):
+    """Under inference_mode the fused oneDNN epilogues and cached biases are in play."""
+    fast, ref = _pair(video)
+    x = torch.randn(*shape)
+    with torch.inference_mode():
+        expected = ref(x)
+        got = fast(x)
+        again = fast(x)  # from the caches
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(got, again)
+
+
+@pytest.mark.parametrize("video,shape", CASES)
+def test_training_gradients_match_reference(video, shape):
+    fast, ref = _pair(video)
+    fast.train()
+    ref.train()
+    x = torch.randn(*shape)
+    for m in (fast, ref):
+        m(x).square().mean().backward()
+    for (name, a), (_, b) in zip(fast.named_parameters(), ref.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_fused_linear_is_off_where_gradients_flow():
+    lin = torch.nn.Linear(8, 4)
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(fused.linear(x, lin.weight, lin.bias, gelu=True),
+                                   torch.nn.functional.gelu(lin(x)), rtol=1e-6, atol=1e-6)
+        r = torch.randn(3, 4)
+        torch.testing.assert_close(fused.linear_add(x, lin.weight, lin.bias, r), r + lin(x), rtol=1e-6, atol=1e-6)
+    y = fused.linear(x, lin.weight, lin.bias)
+    y.sum().backward()
+    assert lin.weight.grad is not None
+
+
+def test_bias_cache_follows_the_table():
+    fast, ref = _pair(False)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = fast(x)
+        for m in (fast, ref):
+            table = m.layers[0].blocks[1].attn.relative_position_bias_table
+            table.add_(torch.linspace(-1, 1, table.numel()).view_as(table))
+        after = fast(x)
+        torch.testing.assert_close(after, ref(x), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(before, after)
+
+
+@pytest.mark.parametrize("video", [False, True])
+def test_bf16_autocast_close_to_fp32(video):
+    fast, ref = _pair(video)
+    x = torch.randn(4, 3, 4, 32, 32) if video else torch.randn(4, 3, 64, 64)
+    with torch.inference_mode():
+        expected = ref(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = fast(x).float()
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("video", [False, True])
+def test_compiles_without_graph_breaks(video):
+    fast, _ = _pair(video)
+    x = torch.randn(1, 3, 4, 32, 32) if video else torch.randn(1, 3, 64, 64)
+    compiled = torch.compile(fast, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), fast(x), rtol=1e-5, atol=1e-5)
+    fast.train()
+    out = torch.compile(fast, fullgraph=True, backend="aot_eager")(x)
+    out.sum().backward()
+    assert all(p.grad is not None for p in fast.parameters())
