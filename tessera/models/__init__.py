@@ -2,6 +2,10 @@
 
 from .base import TesseraModel
 from .pvt import PyramidVisionTransformer
+from .pvt_v2 import PyramidVisionTransformerV2
 from .swin import SwinTransformer, VideoSwinTransformer
 
-__all__ = ["TesseraModel", "SwinTransformer", "VideoSwinTransformer", "PyramidVisionTransformer"]
+__all__ = [
+    "TesseraModel", "SwinTransformer", "VideoSwinTransformer", "PyramidVisionTransformer",
+    "PyramidVisionTransformerV2",
+]
