@@ -9,22 +9,9 @@ import tessera
 from tessera.layers.sra import SpatialReductionAttention
 from tessera.models import PyramidVisionTransformer
 
+from pyramid_checks import check_intermediates, kv_token_counts
+
 SMALL = dict(embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 3, 4), depths=(1, 1, 1, 1), num_classes=5)
-
-
-def kv_token_counts(model, x):
-    """How many tokens each stage's first block computes queries and keys/values from."""
-    seen = []
-    hooks = []
-    for m in model.modules():
-        if isinstance(m, SpatialReductionAttention):
-            hooks.append(m.q.register_forward_hook(lambda mod, inp, out: seen.append(("q", inp[0].shape[1]))))
-            hooks.append(m.kv.register_forward_hook(lambda mod, inp, out: seen.append(("kv", inp[0].shape[1]))))
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
-    return [(seen[i][1], seen[i + 1][1]) for i in range(0, len(seen), 2)]
 
 
 def test_keys_and_values_come_from_the_reduced_map():
@@ -81,13 +68,13 @@ def test_class_token_joins_only_the_last_stage_and_feeds_the_head():
     assert [p.shape[1] for p in (model.pos_embed1, model.pos_embed2, model.pos_embed3, model.pos_embed4)] == [256, 64, 16, 5]
 
 
-def test_intermediates_follow_feature_info():
-    model = PyramidVisionTransformer(img_size=64, **SMALL).eval()
-    with torch.no_grad():
-        maps = model.forward_intermediates(torch.randn(2, 3, 64, 96))
-    assert [m.shape[1] for m in maps] == [f["num_chs"] for f in model.feature_info]
-    assert [(64 // m.shape[2], 96 // m.shape[3]) for m in maps] == [(f["reduction"],) * 2 for f in model.feature_info]
+def test_intermediates_follow_feature_info_and_are_the_stage_maps():
+    model = PyramidVisionTransformer(img_size=64, **SMALL)
+    maps, features = check_intermediates(model)
     assert model.intermediates_normalized is False
+    # the last map holds the final patch tokens before the final norm (the class token aside)
+    with torch.no_grad():
+        torch.testing.assert_close(model.norm(maps[-1].flatten(2).transpose(1, 2)), features[:, 1:])
 
 
 def test_bad_configs_and_inputs_are_clear_errors():

@@ -11,7 +11,7 @@ from tessera.layers.mlp import Mlp
 from tessera.models import PyramidVisionTransformerV2
 from tessera.models.pvt_v2 import ConvMlp, OverlapPatchEmbed
 
-from test_pvt import kv_token_counts
+from pyramid_checks import check_intermediates, kv_token_counts
 
 SMALL = dict(embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 3, 4), depths=(1, 1, 1, 1), num_classes=5)
 
@@ -119,13 +119,8 @@ def test_linear_attention_pools_keys_and_values_to_7x7_at_any_size(size):
 
 
 def test_intermediates_are_the_normalised_stage_maps():
-    model = PyramidVisionTransformerV2(**SMALL).eval()
-    x = torch.randn(2, 3, 64, 96)
-    with torch.no_grad():
-        maps = model.forward_intermediates(x)
-        features = model.forward_features(x)
-    assert [m.shape[1] for m in maps] == [f["num_chs"] for f in model.feature_info]
-    assert [(64 // m.shape[2], 96 // m.shape[3]) for m in maps] == [(f["reduction"],) * 2 for f in model.feature_info]
+    model = PyramidVisionTransformerV2(**SMALL)
+    maps, features = check_intermediates(model)
     torch.testing.assert_close(features, maps[-1])
     # each stage ends with a LayerNorm (unit weight, zero bias at initialisation)
     assert model.intermediates_normalized is True

@@ -11,6 +11,8 @@ from tessera.layers.windows import grid_transpose, shuffle_partition, shuffle_re
 from tessera.models import ShuffleTransformer
 from tessera.models.shuffle import ShuffleBlock, padding_mask
 
+from pyramid_checks import check_intermediates
+
 SMALL = dict(embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 3, 4), depths=(2, 2, 2, 2), token_dim=8, num_classes=5)
 
 
@@ -185,13 +187,8 @@ def test_official_checkpoint_layout_loads_and_reproduces_outputs():
 
 
 def test_intermediates_follow_feature_info_and_end_in_the_features():
-    model = ShuffleTransformer(**SMALL).eval()
-    x = torch.randn(2, 3, 64, 96)
-    with torch.no_grad():
-        maps = model.forward_intermediates(x)
-        features = model.forward_features(x)
-    assert [m.shape[1] for m in maps] == [f["num_chs"] for f in model.feature_info]
-    assert [(64 // m.shape[2], 96 // m.shape[3]) for m in maps] == [(f["reduction"],) * 2 for f in model.feature_info]
+    model = ShuffleTransformer(**SMALL)
+    maps, features = check_intermediates(model)
     assert model.intermediates_normalized is False
     torch.testing.assert_close(features, maps[-1])
 
@@ -212,7 +209,7 @@ def test_relative_position_tables_are_excluded_from_weight_decay():
     assert len(names) == sum(SMALL["depths"]) and all(n.endswith("relative_position_bias_table") for n in names)
 
 
-# the official code's own count (its training log); the paper rounds to 29M / 50M
+# the official code's own counts (its training logs; its README rounds to 28M / 50M)
 @pytest.mark.parametrize("name,params", [("shuffle_t", 28_532_482), ("shuffle_s", 50_076_178)])
 def test_parameter_counts(name, params):
     assert sum(p.numel() for p in tessera.create_model(name).parameters()) == params

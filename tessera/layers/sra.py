@@ -17,10 +17,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .attention import attend
+from .attention import Attention, attend
 
 
-class SpatialReductionAttention(nn.Module):
+class SpatialReductionAttention(Attention):
     """Multi-head attention with spatially reduced keys and values.
 
     Args:
@@ -53,20 +53,14 @@ class SpatialReductionAttention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
     ) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
-        self.dim = dim
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.scale = qk_scale or self.head_dim**-0.5
-        self.sr_ratio = sr_ratio
-        self.linear = linear
+        super().__init__(dim, num_heads, qkv_bias, qk_scale, attn_drop, proj_drop)
+        # queries come from every token, keys and values from the reduced map: the fused
+        # projection is split in two (the reference's ``q`` and ``kv``)
+        del self.qkv
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.sr_ratio = sr_ratio
+        self.linear = linear
         self.pool = nn.AdaptiveAvgPool2d(pool_size) if linear else None
         self.sr: nn.Module | None = None
         self.norm: nn.Module | None = None
@@ -77,12 +71,6 @@ class SpatialReductionAttention(nn.Module):
         elif sr_ratio > 1:
             self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
             self.norm = nn.LayerNorm(dim)
-        #: use scaled_dot_product_attention (True) or the written-out reference (False)
-        self.fused = True
-
-    @property
-    def reduces(self) -> bool:
-        return self.sr is not None
 
     def reduce(self, x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         """The tokens keys and values are computed from: ``(B, H * W, C) -> (B, M, C)`` with
@@ -100,13 +88,12 @@ class SpatialReductionAttention(nn.Module):
         x = self.norm(self.sr(x).flatten(2).transpose(1, 2))
         return self.act(x) if self.act is not None else x
 
-    def forward(self, x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:  # type: ignore[override]
         b, n, c = x.shape
         h, d = self.num_heads, self.head_dim
         q = self.q(x).view(b, n, h, d).transpose(1, 2)
         k, v = self.kv(self.reduce(x, grid)).view(b, -1, 2, h, d).permute(2, 0, 3, 1, 4).unbind(0)
-        dropout_p = self.attn_drop.p if self.training else 0.0
-        x = attend(q, k, v, None, self.scale, dropout_p, self.fused)
+        x = attend(q, k, v, None, self.scale, self._dropout_p(), self.fused)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, c)))
 
     def extra_repr(self) -> str:

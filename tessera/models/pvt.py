@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..layers.drop import DropPath
-from ..layers.helpers import check_input, init_linear_trunc_normal, to_ntuple
+from ..layers.helpers import check_image, init_linear_trunc_normal, to_ntuple
 from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resize_pos_embed
@@ -189,12 +189,7 @@ class PyramidVisionTransformer(TesseraModel):
     # -- the forward pass ----------------------------------------------------------------
 
     def _check(self, x: torch.Tensor) -> None:
-        check_input(x, rank=4, channels=self.in_chans, layout=f"(B, {self.in_chans}, H, W)")
-        if min(x.shape[-2:]) < self.min_size:
-            raise ValueError(
-                f"input of shape {tuple(x.shape)} is too small: the spatial reduction of PVT needs "
-                f"H and W of at least {self.min_size}"
-            )
+        check_image(x, self.in_chans, self.min_size, "the spatial reduction of PVT")
 
     def _stage(self, i: int, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Stage ``i``: ``(B, C_in, H, W)`` image or map -> its tokens ``(B, [1 +] h * w, C)``

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..layers.helpers import check_input, to_ntuple
+from ..layers.helpers import check_image, to_ntuple
 from ..layers.mlp import Mlp
 from ..registry import register_model
 from . import pvt
@@ -214,12 +214,7 @@ class PyramidVisionTransformerV2(TesseraModel):
     # -- the forward pass ----------------------------------------------------------------
 
     def _check(self, x: torch.Tensor) -> None:
-        check_input(x, rank=4, channels=self.in_chans, layout=f"(B, {self.in_chans}, H, W)")
-        if min(x.shape[-2:]) < self.min_size:
-            raise ValueError(
-                f"input of shape {tuple(x.shape)} is too small: the spatial reduction of PVT v2 needs "
-                f"H and W of at least {self.min_size}"
-            )
+        check_image(x, self.in_chans, self.min_size, "the spatial reduction of PVT v2")
 
     def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each stage's normalised map: ``[(B, C_i, H / s_i, W / s_i)]`` for strides 4, 8,

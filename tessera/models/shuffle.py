@@ -6,8 +6,8 @@ shifting them:
 * **spatial shuffle**: every second block attends inside *shuffled* windows, each made of
   tokens spread over the whole map at a stride of ``map / window``
   (:func:`tessera.layers.windows.shuffle_partition`, the regular partition of the
-  transposed grid). A regular block followed by a shuffled one lets every token reach
-  every other, as a channel shuffle does for grouped convolutions.
+  transposed grid). Alternating regular and shuffled blocks carries information across
+  windows, as a channel shuffle does between the groups of a grouped convolution.
 * **neighbour-window connection**: between attention and MLP, a depthwise convolution of
   the window's size adds the neighbouring windows' tokens (a residual branch of its own).
 * BatchNorm instead of LayerNorm (before attention, the convolution and the MLP), a ReLU6
@@ -33,7 +33,7 @@ from torch import nn
 
 from ..layers.attention import WindowAttention
 from ..layers.drop import DropPath
-from ..layers.helpers import check_input, to_ntuple
+from ..layers.helpers import check_image, to_ntuple
 from ..layers.mlp import Mlp
 from ..layers.windows import (
     MASK_VALUE,
@@ -280,12 +280,7 @@ class ShuffleTransformer(TesseraModel):
     # -- the forward pass ----------------------------------------------------------------
 
     def _check(self, x: torch.Tensor) -> None:
-        check_input(x, rank=4, channels=self.in_chans, layout=f"(B, {self.in_chans}, H, W)")
-        if min(x.shape[-2:]) < self.min_size:
-            raise ValueError(
-                f"input of shape {tuple(x.shape)} is too small: the {self.num_stages} stages of Shuffle "
-                f"Transformer need H and W of at least {self.min_size}"
-            )
+        check_image(x, self.in_chans, self.min_size, f"the {self.num_stages}-stage Shuffle Transformer")
 
     def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each stage's output map, not normalised: ``[(B, C_i, H / s_i, W / s_i)]`` for
@@ -311,8 +306,9 @@ class ShuffleTransformer(TesseraModel):
 
 # ---------------------------------------------------------------------------------------
 # Registered variants (1000 classes, 224, window 7; drop path of the official recipe).
-# Parameters as the official code counts them: Shuffle-T 28,532,482 and Shuffle-S
-# 50,076,178 (the paper rounds to 29M and 50M; the official repository's README to 28M).
+# Parameters exactly as the official code (mulinmeng/Shuffle-Transformer, whose training
+# logs print "number of params"): Shuffle-T 28,532,482, Shuffle-S 50,076,178; its README
+# rounds them to 28M and 50M.
 # ---------------------------------------------------------------------------------------
 
 
