@@ -71,3 +71,12 @@ def check_input(
                 f"input of shape {tuple(x.shape)} is smaller than one patch "
                 f"{tuple(min_size)} along its last {len(min_size)} dimensions"
             )
+
+
+def check_image(x: torch.Tensor, channels: int, min_side: int, needs: str) -> None:
+    """:func:`check_input` for an image batch ``(B, channels, H, W)`` whose model needs
+    ``H`` and ``W`` of at least ``min_side`` (``needs`` says what needs them, for the
+    message)."""
+    check_input(x, rank=4, channels=channels, layout=f"(B, {channels}, H, W)")
+    if min(x.shape[-2:]) < min_side:
+        raise ValueError(f"input of shape {tuple(x.shape)} is too small: {needs} needs H and W of at least {min_side}")

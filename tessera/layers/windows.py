@@ -109,6 +109,39 @@ def pad_grid(x: torch.Tensor, padded: Sequence[int]) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------
+# Spatial shuffle: windows of tokens spread over the whole grid (Shuffle Transformer)
+# ---------------------------------------------------------------------------------------
+
+
+def grid_transpose(x: torch.Tensor, outer: Sequence[int]) -> torch.Tensor:
+    """Reorder every grid axis of ``(B, *grid, C)``: an axis of length ``P`` is read as an
+    ``(outer, P // outer)`` array and transposed, so that position ``a * (P // outer) + b``
+    moves to ``b * outer + a``. ``grid_transpose(., P // outer)`` undoes it."""
+    n = len(outer)
+    b, *grid, c = x.shape
+    shape = [b]
+    for g, o in zip(grid, outer):
+        shape += [o, g // o]
+    perm = [0] + [i for axis in range(n) for i in (2 + 2 * axis, 1 + 2 * axis)] + [2 * n + 1]
+    return x.reshape(*shape, c).permute(perm).reshape(b, *grid, c)
+
+
+def shuffle_partition(x: torch.Tensor, window: Sequence[int]) -> torch.Tensor:
+    """Spatially shuffled windows: ``(B, *grid, C) -> (B * nW, N, C)`` where window ``k``
+    (``k`` in ``[0, grid / window)`` per axis) holds the positions ``k + j * grid / window``,
+    ``j`` in ``[0, window)``: tokens spread over the map at a stride of ``grid / window``,
+    in the same order as :func:`window_partition`. It is the regular partition of the
+    transposed grid. Every grid axis must be a multiple of the window."""
+    return window_partition(grid_transpose(x, window), window)
+
+
+def shuffle_reverse(windows: torch.Tensor, window: Sequence[int], grid: Sequence[int]) -> torch.Tensor:
+    """Inverse of :func:`shuffle_partition`: ``(B * nW, N, C) -> (B, *grid, C)``."""
+    counts = [g // w for g, w in zip(grid, window)]
+    return grid_transpose(window_reverse(windows, window, grid), counts)
+
+
+# ---------------------------------------------------------------------------------------
 # Mask and relative position index
 # ---------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from ...errors import CheckpointError
-from . import official
+from . import official, pvt_v2, shuffle
 
 StateDict = dict[str, torch.Tensor]
 
@@ -30,6 +30,10 @@ FORMATS: list[Format] = [
            "official Video Swin / mmaction2 (backbone.*, cls_head.fc_cls.*)"),
     Format("official", official.is_official, official.convert_official,
            "official Swin (microsoft/Swin-Transformer), the same names as tessera's"),
+    Format("pvt_v2_official", pvt_v2.is_official_pvt_v2, pvt_v2.convert_official_pvt_v2,
+           "official PVT v2 release (whai362/PVT: patch_embed1-4, block1-4, norm1-4)"),
+    Format("shuffle_official", shuffle.is_official_shuffle, shuffle.convert_official_shuffle,
+           "official Shuffle Transformer (mulinmeng/Shuffle-Transformer: to_token, stage1-4, 1x1 convs)"),
     # last: a state dict already in the model's own names (tessera's, and the families whose
     # names follow their reference implementation); derived buffers are dropped
     Format("tessera", lambda sd: True, official.drop_derived, "tessera's own names"),
