@@ -264,8 +264,9 @@ class CvT(TesseraModel):
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.num_features = embed_dims[-1]
-        self.cls_token = cls_token
+        self.use_cls_token = cls_token
         self.num_stages = n
+        self.min_input_size = (patch_strides[0], patch_strides[0])
         self.num_prefix_tokens = int(cls_token)
 
         if isinstance(drop_path_rate, (int, float)):
@@ -311,7 +312,7 @@ class CvT(TesseraModel):
 
     def _check(self, x: torch.Tensor) -> None:
         check_input(x, rank=4, channels=self.in_chans, layout=f"(B, {self.in_chans}, H, W)",
-                    min_size=(self.stage0.patch_embed.proj.stride[0],) * 2)
+                    min_size=self.min_input_size)
 
     def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each stage's output tokens as a map, without the class token and not normalised:
@@ -338,7 +339,7 @@ class CvT(TesseraModel):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """The class token (or the mean of the tokens without one), then the linear head:
         ``(B, P + N, C) -> (B, num_classes)`` (``(B, C)`` with ``pre_logits``)."""
-        x = x[:, 0] if self.cls_token else x.mean(dim=1)
+        x = x[:, 0] if self.use_cls_token else x.mean(dim=1)
         return x if pre_logits else self.head(x)
 
 
