@@ -2,5 +2,13 @@
 
 from .base import TesseraModel
 from .swin import SwinTransformer, VideoSwinTransformer
+from .vit import VisionTransformer
+from .deit import DistilledVisionTransformer
+from .cait import CaiT
+from .deepvit import DeepViT
+from .cpvt import CPVT
 
-__all__ = ["TesseraModel", "SwinTransformer", "VideoSwinTransformer"]
+__all__ = [
+    "TesseraModel", "SwinTransformer", "VideoSwinTransformer", "VisionTransformer", "DistilledVisionTransformer",
+    "CaiT", "DeepViT", "CPVT",
+]
