@@ -128,36 +128,18 @@ class ClassAttention(nn.Module):
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, 1, c)))
 
 
-class ClassAttentionBlock(nn.Module):
+class ClassAttentionBlock(Block):
     """A class-attention layer (CaiT): the class token attends to itself and the patch tokens,
-    then goes through the MLP; the patch tokens pass unchanged. LayerScale on both branches.
+    then goes through the MLP; the patch tokens pass unchanged. Arguments as :class:`Block`
+    (the attention is :class:`ClassAttention`; LayerScale from 1e-4 by default).
 
     Shape: ``x`` ``(B, N, C)`` patch tokens and ``cls`` ``(B, 1, C)`` -> the new ``cls``.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        proj_drop: float = 0.0,
-        attn_drop: float = 0.0,
-        drop_path: float = 0.0,
-        init_values: float | None = 1e-4,
-        act_layer: type[nn.Module] = nn.GELU,
-        norm_layer: Callable[[int], nn.Module] = LayerNorm6,
-    ) -> None:
-        super().__init__()
-        self.norm1 = norm_layer(dim)
-        self.attn = ClassAttention(dim, num_heads, qkv_bias, attn_drop, proj_drop)
-        self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop)
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.gamma_1 = nn.Parameter(torch.full((dim,), float(init_values))) if init_values is not None else None
-        self.gamma_2 = nn.Parameter(torch.full((dim,), float(init_values))) if init_values is not None else None
+    def __init__(self, dim: int, num_heads: int, init_values: float | None = 1e-4, **kwargs) -> None:
+        super().__init__(dim, num_heads, init_values=init_values, attn_layer=ClassAttention, **kwargs)
 
-    def forward(self, x: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         u = torch.cat([cls, x], dim=1)
         cls = cls + self.drop_path(layer_scale(self.attn(self.norm1(u)), self.gamma_1))
         return cls + self.drop_path(layer_scale(self.mlp(self.norm2(cls)), self.gamma_2))

@@ -17,7 +17,7 @@ covers the patch tokens only), so their checkpoints load unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -62,6 +62,8 @@ class CaiT(VisionTransformer):
     """CaiT (timm's keyword names).
 
     Args:
+        embed_dim, num_heads, qkv_bias: as :class:`~tessera.models.vit.VisionTransformer`, for
+            the class-attention layers too.
         init_values: initial LayerScale value of every branch.
         depth_token_only: class-attention layers at the end.
         mlp_ratio_token_only: MLP width of the class-attention layers over C.
@@ -75,34 +77,27 @@ class CaiT(VisionTransformer):
 
     def __init__(
         self,
-        img_size: int | Sequence[int] = 224,
-        patch_size: int | Sequence[int] = 16,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "token",
         embed_dim: int = 768,
-        depth: int = 12,
         num_heads: int = 12,
-        mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
-        drop_rate: float = 0.0,
-        pos_drop_rate: float = 0.0,
-        proj_drop_rate: float = 0.0,
-        attn_drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
         init_values: float = 1e-4,
         depth_token_only: int = 2,
         mlp_ratio_token_only: float = 4.0,
+        **kwargs: Any,
     ) -> None:
+        fixed = {"class_token", "no_embed_class", "fc_norm", "pos_embed"} & set(kwargs)
+        if fixed:
+            raise ValueError(f"CaiT fixes {', '.join(sorted(fixed))}: its class token joins late, after the norm")
+        # a class token (pooled as in ViT) that the position embedding does not cover; the
+        # final norm comes before pooling for 'avg' too
         super().__init__(
-            img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
-            global_pool=global_pool, embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-            qkv_bias=qkv_bias, init_values=init_values, class_token=True, no_embed_class=True, fc_norm=False,
-            drop_rate=drop_rate, pos_drop_rate=pos_drop_rate, proj_drop_rate=proj_drop_rate,
-            attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate,
+            embed_dim=embed_dim, num_heads=num_heads, qkv_bias=qkv_bias, init_values=init_values,
+            class_token=True, no_embed_class=True, fc_norm=False, **kwargs,
         )
         self.blocks_token_only = nn.ModuleList(
-            ClassAttentionBlock(embed_dim, num_heads, mlp_ratio_token_only, qkv_bias, init_values=init_values)
+            ClassAttentionBlock(
+                embed_dim, num_heads, mlp_ratio=mlp_ratio_token_only, qkv_bias=qkv_bias, init_values=init_values
+            )
             for _ in range(depth_token_only)
         )
         self.blocks_token_only.apply(init_linear_trunc_normal)
