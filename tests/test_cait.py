@@ -114,3 +114,15 @@ def test_run_at_another_size_and_constant_drop_path():
     model = CaiT(**{**SMALL, "drop_path_rate": 0.2}).eval()
     assert [blk.drop_path.drop_prob for blk in model.blocks] == [0.2, 0.2]
     assert model.forward_features(torch.randn(1, 3, 96, 80)).shape == (1, 1 + 6 * 5, 32)
+
+
+def test_multiply_accumulates_follow_the_layer_sizes():
+    # also a batch of one, where the class token must not reach the blocks as a view of the
+    # parameter (torch's module hooks reject such views under no_grad)
+    model = CaiT(**SMALL, depth_token_only=2)
+    n, c, h = 16, 32, 4  # patch tokens, channels, heads
+    patch_embed = n * c * 3 * 16 * 16
+    self_attention = n * c * 3 * c + 2 * n * n * c + 2 * n * n * h * h + n * c * c + 2 * n * c * 4 * c
+    class_attention = c * c + 2 * (n + 1) * c * c + 2 * (n + 1) * c + c * c + 2 * c * 4 * c
+    expected = patch_embed + 2 * self_attention + 2 * class_attention + c * 5
+    assert tessera.model_stats(model, (1, 3, 64, 64))["macs"] == expected

@@ -117,7 +117,9 @@ class CaiT(VisionTransformer):
         """``(B, in_chans, H, W) -> (B, 1 + N, C)``."""
         x, grid = self._embed(x)  # patch tokens with their position embedding
         x = self._forward_blocks(x, grid)
-        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        # a copy (repeat), not a view of the parameter: a view made under no_grad claims to
+        # need a gradient without having a graph, which breaks module hooks (FlopCounterMode)
+        cls = self.cls_token.repeat(x.shape[0], 1, 1)
         for blk in self.blocks_token_only:
             cls = blk(x, cls)
         return self.norm(torch.cat([cls, x], dim=1))
