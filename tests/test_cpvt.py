@@ -26,6 +26,7 @@ def test_parameter_counts_match_the_paper(name, paper):
 def test_no_absolute_position_embedding_and_one_depthwise_peg_after_the_first_block():
     model = CPVT(**SMALL).eval()
     assert model.pos_embed is None and not any("pos_embed" in n for n, _ in model.named_parameters())
+    assert model.no_weight_decay() == {"cls_token", "pegs.0.proj.weight", "pegs.0.proj.bias"}
     conv = model.pegs[0].proj
     assert (conv.groups, conv.in_channels, conv.kernel_size, conv.padding, conv.padding_mode) == (
         32, 32, (3, 3), (1, 1), "zeros"

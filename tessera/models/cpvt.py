@@ -70,6 +70,10 @@ class CPVT(VisionTransformer):
         self.peg_positions = tuple(int(i) for i in peg_positions)
         self.pegs = nn.ModuleList(PEG(self.embed_dim, peg_kernel) for _ in self.peg_positions)
 
+    def no_weight_decay(self) -> set[str]:
+        # the official code (Twins' PosCNN) keeps the generator's convolution out of weight decay
+        return super().no_weight_decay() | {f"pegs.{n}" for n, _ in self.pegs.named_parameters()}
+
     def _forward_blocks(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         for i, blk in enumerate(self.blocks):
             x = maybe_checkpoint(blk, x, enabled=self.grad_checkpointing)

@@ -75,7 +75,9 @@ class DistilledVisionTransformer(VisionTransformer):
             nn.init.trunc_normal_(self.head_dist.weight, std=0.02)
             nn.init.zeros_(self.head_dist.bias)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False):
+    def forward_head(
+        self, x: torch.Tensor, pre_logits: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``(B, 2 + N, C) -> (B, num_classes)``: the average of the two heads, or the pair
         ``(cls_logits, dist_logits)`` in distilled training; ``pre_logits`` gives the average
         of the two tokens ``(B, C)``."""

@@ -152,6 +152,7 @@ class VisionTransformer(TesseraModel):
         return Block(**kwargs)
 
     def _drop_path_rates(self, depth: int, rate: float) -> list[float]:
+        # on the CPU even when the model is built on the meta device
         return torch.linspace(0, rate, depth, device="cpu").tolist()
 
     def _prefix_tokens(self) -> list[torch.Tensor]:
