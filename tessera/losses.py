@@ -1,0 +1,80 @@
+"""Training losses beyond plain cross-entropy.
+
+Cross-entropy itself needs nothing here: ``torch.nn.CrossEntropyLoss(label_smoothing=0.1)``
+takes class indices ``(B,)`` or class probabilities ``(B, K)`` (the soft targets of mixup and
+cutmix) and is what :class:`DistillationLoss` uses by default on the class head.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["DistillationLoss"]
+
+
+class DistillationLoss(nn.Module):
+    """DeiT's distillation objective for a model with a class head and a distillation head
+    (:class:`tessera.models.DistilledVisionTransformer` after ``set_distilled_training(True)``).
+
+    ``loss = (1 - alpha) * base_criterion(cls_logits, target) + alpha * distill`` where, with
+    ``kind="hard"`` (DeiT's best, ``alpha = 0.5``), ``distill`` is the cross-entropy of the
+    distillation head against the teacher's hard decisions ``teacher_logits.argmax(-1)``;
+    with ``kind="soft"`` it is ``tau**2 * KL(softmax(teacher / tau) || softmax(dist / tau))``
+    averaged over the logits, as in the DeiT code.
+
+    Args:
+        base_criterion: the loss of the class head against the labels (default
+            ``nn.CrossEntropyLoss()``; pass ``nn.CrossEntropyLoss(label_smoothing=0.1)`` for
+            DeiT's recipe).
+        kind: ``"hard"`` or ``"soft"``.
+        alpha: weight of the distillation term.
+        tau: temperature of the soft distillation.
+
+    Call: ``loss(outputs, target, teacher_logits)`` with ``outputs`` the pair
+    ``(cls_logits, dist_logits)``, each ``(B, K)``; ``target`` the labels ``(B,)`` or class
+    probabilities ``(B, K)``; ``teacher_logits`` ``(B, K)`` (no gradient flows into them).
+    Returns a scalar.
+    """
+
+    def __init__(
+        self, base_criterion: nn.Module | None = None, kind: str = "hard", alpha: float = 0.5, tau: float = 1.0
+    ) -> None:
+        super().__init__()
+        if kind not in ("hard", "soft"):
+            raise ValueError(f"unknown distillation kind {kind!r}; expected 'hard' or 'soft'")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        self.base_criterion = base_criterion if base_criterion is not None else nn.CrossEntropyLoss()
+        self.kind = kind
+        self.alpha = alpha
+        self.tau = tau
+
+    def forward(
+        self, outputs: tuple[torch.Tensor, torch.Tensor], target: torch.Tensor, teacher_logits: torch.Tensor
+    ) -> torch.Tensor:
+        if isinstance(outputs, torch.Tensor) or len(outputs) != 2:
+            raise ValueError(
+                "DistillationLoss needs the pair (cls_logits, dist_logits); "
+                "call set_distilled_training(True) on the model and keep it in training mode"
+            )
+        cls_logits, dist_logits = outputs
+        if teacher_logits.shape != dist_logits.shape:
+            raise ValueError(
+                f"teacher logits of shape {tuple(teacher_logits.shape)} do not match the "
+                f"distillation logits {tuple(dist_logits.shape)}"
+            )
+        teacher_logits = teacher_logits.detach()
+        base = self.base_criterion(cls_logits, target)
+        if self.kind == "hard":
+            distill = F.cross_entropy(dist_logits, teacher_logits.argmax(dim=-1))
+        else:
+            t = self.tau
+            distill = F.kl_div(
+                F.log_softmax(dist_logits / t, dim=-1),
+                F.log_softmax(teacher_logits / t, dim=-1),
+                reduction="sum",
+                log_target=True,
+            ) * (t * t) / dist_logits.numel()
+        return (1.0 - self.alpha) * base + self.alpha * distill
