@@ -144,7 +144,9 @@ class WindowAttention(Attention):
         index = self._index_cache.get(key)
         if index is None:
             index = clamped_bias_index(self.window_size, window, self.bias_index_mode)
-            index = self._index_cache[key] = index.to(self.relative_position_index.device)
+            index = index.to(self.relative_position_index.device)
+            if not torch.compiler.is_exporting():  # a tensor made in a torch.export trace is fake
+                self._index_cache[key] = index
         return index
 
     def relative_position_bias(self, window: tuple[int, ...]) -> torch.Tensor:

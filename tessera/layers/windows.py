@@ -21,6 +21,7 @@ Two ways to compute the same function use this module:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -279,6 +280,12 @@ def get_plan(
     win, sft = effective_window(grid, window, shift)
     key = (tuple(grid), win, sft, str(device))
     plan = _PLANS.get(key)
+    if torch.compiler.is_exporting():
+        # torch.export traces with fake tensors: what the trace computes goes into a
+        # private copy, never into the cache (tensors already cached become constants)
+        if plan is None:
+            return WindowPlan(tuple(int(g) for g in grid), win, sft, torch.device(device))
+        return copy.copy(plan)
     if plan is None:
         if len(_PLANS) > 256:  # many input sizes: keep memory bounded
             _PLANS.clear()
