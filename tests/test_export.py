@@ -20,9 +20,20 @@ ATOL = 1e-4
 SMALL_2D = dict(img_size=64, embed_dim=16, depths=(2, 2, 2), num_heads=(1, 2, 4), window_size=4, num_classes=5)
 SMALL_3D = dict(embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=(4, 4, 4), num_classes=5)
 
-#: one registered model of each ViT family
-FAMILIES = ["vit_t_16", "deit_t", "deepvit_s", "cait_xxs24", "cpvt_ti", "cvt_13", "ceit_t", "levit_128s",
-            "shuffle_t", "pvt_tiny", "pvt_v2_b0"]
+#: one registered model of each ViT family, with fewer blocks (every kind of block kept)
+FAMILIES = {
+    "vit_t_16": dict(depth=2),
+    "deit_t_distilled": dict(depth=2),
+    "deepvit_s": dict(depth=2, reattention_blocks=1),
+    "cait_xxs24": dict(depth=2),
+    "cpvt_ti": dict(depth=2),
+    "cvt_13": dict(depths=(1, 1, 1)),
+    "ceit_t": dict(depth=2),
+    "levit_128s": dict(depth=(1, 1, 1)),
+    "shuffle_t": dict(depths=(2, 2, 2, 2)),
+    "pvt_tiny": {},
+    "pvt_v2_b0": {},
+}
 
 
 @pytest.fixture
@@ -33,11 +44,11 @@ def ort():
 
 
 def perturbed(model: torch.nn.Module) -> torch.nn.Module:
-    """Every weight moved by noise of std 0.05, so that every one of them shows in the output
+    """Every weight moved by noise of std 0.02, so that every one of them shows in the output
     (freshly initialised transformers give nearly constant outputs)."""
     with torch.no_grad():
         for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+            p.add_(torch.randn_like(p) * 0.02)
     return model.eval()
 
 
@@ -120,11 +131,11 @@ def test_official_checkpoints_give_official_logits_in_onnx_runtime(ort, golden, 
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_vit_family_onnx_matches_pytorch(ort, tmp_path, name):
     if not tessera.is_model(name):
         pytest.skip(f"{name} is not registered")
-    model = perturbed(tessera.create_model(name, img_size=64, num_classes=10))
+    model = perturbed(tessera.create_model(name, img_size=64, num_classes=10, **FAMILIES[name]))
     path = tmp_path / f"{name}.onnx"
     result = export_onnx(model, path, (2, 3, 64, 64), dynamic_batch=True)
     assert result.verified
@@ -212,7 +223,7 @@ def test_verification_catches_a_graph_that_differs(tmp_path):
         def forward(self, x):
             return x + 1 if torch.compiler.is_exporting() else x
 
-    with pytest.raises(TesseraError, match="differs from the PyTorch model by 1.00e.00 .* the file is kept"):
+    with pytest.raises(TesseraError, match=r"differs from the PyTorch model by 1.00e\+00, more than atol 1e-04"):
         export_program(TracesOtherwise(), tmp_path / "c.pt2", (2, 3, 8, 8))
     assert (tmp_path / "c.pt2").exists()
 

@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, help="ONNX opset (18 or newer; default: the exporter's)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="do not run the exported file to compare it with the model")
+    p.add_argument("--atol", type=float, default=1e-4,
+                   help="the largest absolute difference from PyTorch that the check accepts (default 1e-4)")
     p.set_defaults(func=run)
 
 
@@ -43,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     result = export(
         args.model, fmt, args.output, checkpoint=args.checkpoint, img_size=args.img_size, clip=args.clip,
         batch_size=args.batch_size, dynamic_batch=args.dynamic_batch, opset=args.opset, verify=args.verify,
+        atol=args.atol,
     )
     print(result)
     return 0
