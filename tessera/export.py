@@ -168,7 +168,7 @@ def input_shape_for(
             raise ConfigError("give either an image size or a clip size, not both")
         values = parse_clip(clip)
         if len(shape) != 4:
-            raise ConfigError(f"a clip size is for video models; this model takes images {tuple(shape)}: use an image size")
+            raise ConfigError(f"a clip size is for video models; this model takes images {tuple(shape)}")
         shape[1:] = values
     elif img_size is not None:
         if img_size < 1:

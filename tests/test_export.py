@@ -178,8 +178,9 @@ def test_torch_export_keeps_no_traced_tensors_in_the_window_caches():
     model.set_fast_path(False)
     with torch.no_grad():
         torch.testing.assert_close(model(x), out, atol=1e-5, rtol=1e-5)
-    cached = [t for plan in windows._PLANS.values() for t in [plan.__dict__.get("mask"), *plan.__dict__.get("_orders", {}).values()]]
-    cached += [t for m in model.modules() for t in getattr(m, "_index_cache", {}).values()]
+    cached = [t for m in model.modules() for t in getattr(m, "_index_cache", {}).values()]
+    for plan in windows._PLANS.values():
+        cached += [plan.__dict__.get("mask"), *plan.__dict__.get("_orders", {}).values()]
     assert cached and all(type(t) is torch.Tensor for t in cached if t is not None)
 
 
