@@ -2,8 +2,8 @@
 
 Both exporters trace the model once, in eval mode and fp32 on the CPU, at one input shape.
 The batch axis can be left dynamic; the other axes are fixed at export for every model
-(Swin's windows, padding, shift masks and window-order gathers are all computed from the
-grid size and stored in the graph as constants; export again for another size).
+(Swin's window clamping, padding, shift masks and window-order gathers all follow from the
+grid size at trace time; export again for another size).
 
 After writing the file, the export runs it (ONNX Runtime on the CPU, or the reloaded
 ``ExportedProgram``) on random inputs and compares with the PyTorch model, at the export
@@ -253,9 +253,9 @@ def _quiet() -> Iterator[None]:
 def _warm_up(model: nn.Module, example: torch.Tensor) -> int:
     """Run the model once eagerly; returns how many tensors it outputs.
 
-    Swin builds its window plans (gather orders, shift masks, bias indices) lazily and
-    caches them: made here from real tensors, the trace finds them ready and stores them
-    as constants instead of computing them in the graph on every call."""
+    Models cache tensors that depend only on sizes (Swin's window plans: gather orders and
+    shift masks). Made here from real tensors, they become constants of the graph where the
+    model lets a trace use its cache, instead of being computed in the graph on each call."""
     return len(_outputs(model(example)))
 
 
