@@ -16,19 +16,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def input_shape_for(model: torch.nn.Module, img_size: int | None = None, clip: str | None = None) -> tuple[int, ...]:
-    """``(1, C, H, W)`` or ``(1, C, T, H, W)`` from the model's default input and the options."""
-    shape = list(model.default_cfg["input_size"])
-    if clip:
-        t, h, w = (int(v) for v in clip.split(","))
-        if len(shape) != 4:
-            raise ValueError("--clip is for video models; use --img-size")
-        shape[1:] = [t, h, w]
-    elif img_size:
-        shape[-2:] = [img_size, img_size]
-    return (1, *shape)
-
-
 def stage_shapes(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
     """Output shape of each stage, channels first, for models with ``forward_intermediates``."""
     if not hasattr(model, "forward_intermediates"):
@@ -39,6 +26,7 @@ def stage_shapes(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[str, tup
 
 def run(args: argparse.Namespace) -> int:
     from .. import create_model, model_stats
+    from ..export import input_shape_for
 
     overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
     model = create_model(args.model, **overrides)

@@ -320,10 +320,13 @@ def get_plan(
     ``shift`` on an input grid ``grid`` (clamped per axis as the official Video Swin)."""
     win, sft = effective_window(grid, window, shift)
     grid = tuple(int(g) for g in grid)
-    if torch.compiler.is_compiling():
-        # traced: no global cache (its tensors depend on nothing but sizes and fold away)
-        return WindowPlan(grid, win, sft, torch.device(device))
     key = (grid, win, sft, str(device))
+    if torch.compiler.is_compiling():
+        # Traced: never store a plan made here (its tensors may be fake). A plan made eagerly
+        # before an export is used as it is, so that its gathers become constants.
+        if torch.compiler.is_exporting() and key in _PLANS:
+            return _PLANS[key]
+        return WindowPlan(grid, win, sft, torch.device(device))
     plan = _PLANS.get(key)
     if plan is None:
         if len(_PLANS) > 256:  # many input sizes: keep memory bounded
