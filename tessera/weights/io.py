@@ -66,7 +66,9 @@ def read_checkpoint_file(path: str | os.PathLike) -> Any:
                 f"{path}: refused to load: the file holds pickled objects other than tensors ({refused}), "
                 "which could run code; convert it where you trust it, or use a .safetensors file"
             ) from None
-        raise CheckpointError(f"{path}: not a checkpoint that can be read safely ({detail})") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (corrupted, or a pickle the safe loader cannot read: {detail})"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
         msg = _first_line(str(e)) or type(e).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): {msg}") from None

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, TesseraError
 from .adapt import PATCH_CONV
 from .infer import infer_architecture
 from .io import CONFIG_NAME, read_directory_config
@@ -178,7 +178,7 @@ def _create(name: str, overrides: Mapping[str, Any]) -> nn.Module:
     try:
         return create_model(name, **overrides)
     except (TypeError, ValueError) as e:
-        if isinstance(e, CheckpointError | ConfigError) or type(e).__name__ == "UnknownModelError":
+        if isinstance(e, TesseraError):
             raise
         raise ConfigError(f"cannot build {name}: {e}") from None
 
