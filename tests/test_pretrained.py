@@ -118,6 +118,23 @@ class _Scaled(TesseraModel):
         self.head = torch.nn.Identity()
 
 
+class _Linear(TesseraModel):
+    """A family whose architecture cannot be read from its weights."""
+
+    def __init__(self, width: int = 4, num_classes: int = 2) -> None:
+        super().__init__()
+        self.num_classes, self.num_features = num_classes, width
+        self.head = torch.nn.Linear(width, num_classes)
+
+
+def test_convert_a_tessera_directory_uses_its_config(tmp_path):
+    source = _Linear(width=6, num_classes=3)
+    tessera.save_pretrained(source, tmp_path / "a")
+    converted, report = convert_checkpoint(tmp_path / "a", tmp_path / "b", num_classes=3)
+    assert report.format == "tessera" and type(converted) is _Linear and converted.model_args["width"] == 6
+    assert torch.equal(converted.head.weight, source.head.weight)
+
+
 def test_save_pretrained_refuses_what_it_cannot_rebuild(tmp_path):
     with pytest.raises(ConfigError, match="arguments scale are not JSON values"):
         tessera.save_pretrained(_Scaled(scale=torch.ones(1)), tmp_path)

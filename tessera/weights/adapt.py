@@ -233,8 +233,8 @@ def inflate_image_to_video(model: nn.Module, sd: StateDict, report: LoadReport) 
     if weight is None or target is None or weight.dim() == target.dim():
         return sd
     if weight.dim() == 5 and target.dim() == 4:
-        raise CheckpointError(f"{report.source}: a video checkpoint (3-D patch embedding "
-                              f"{tuple(weight.shape)}) cannot be loaded into an image model")
+        raise CheckpointError(f"a video checkpoint (3-D patch embedding {tuple(weight.shape)}) "
+                              "cannot be loaded into an image model")
     if not (weight.dim() == 4 and target.dim() == 5):
         return sd
     frames = target.shape[2]

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,17 @@ def read_state_dict(source: str | os.PathLike | Mapping, use_ema: bool = False) 
     return sd, notes, str(path)
 
 
+@contextmanager
+def naming(source: str) -> Iterator[None]:
+    """Prefix the :class:`CheckpointError` raised inside with ``source`` (errors name the file)."""
+    try:
+        yield
+    except CheckpointError as e:
+        if str(e).startswith(f"{source}:"):
+            raise
+        raise CheckpointError(f"{source}: {e}") from None
+
+
 def source_format(source: str | os.PathLike | Mapping) -> str | None:
     """The format a source declares: ``"tessera"`` for a directory written by
     ``save_pretrained`` (its names would also pass for the official ones); else None (detect)."""
@@ -142,11 +154,9 @@ def convert_state_dict(
     sd: Mapping[str, torch.Tensor], format: str | None = None, source: str = "<state dict>"
 ) -> tuple[StateDict, Format]:
     """Convert a foreign state dict to tessera's layout (format detected unless given)."""
-    try:
+    with naming(source):
         fmt = get_format(format) if format else detect_format(sd)
         return fmt.convert(sd), fmt
-    except CheckpointError as e:
-        raise CheckpointError(f"{source}: {e}") from None
 
 
 def _head_prefixes(model: nn.Module) -> list[str]:
@@ -196,10 +206,21 @@ def load_state_dict_checked(model: nn.Module, sd: StateDict, report: LoadReport,
     return report
 
 
+def read_converted(
+    source: str | os.PathLike | Mapping, format: str | None = None, use_ema: bool = False
+) -> tuple[StateDict, LoadReport]:
+    """Read ``source`` and convert it to tessera's names: the state dict, and the report that
+    loading it will fill in."""
+    sd, notes, name = read_state_dict(source, use_ema)
+    sd, fmt = convert_state_dict(sd, format or source_format(source), name)
+    return sd, LoadReport(source=name, format=fmt.name, notes=notes)
+
+
 def apply_state_dict(model: nn.Module, sd: StateDict, report: LoadReport, strict: bool = False) -> LoadReport:
     """Adapt a converted state dict to ``model`` (:data:`ADAPTERS`) and load it."""
-    for adapt in ADAPTERS:
-        sd = adapt(model, sd, report)
+    with naming(report.source):
+        for adapt in ADAPTERS:
+            sd = adapt(model, sd, report)
     return load_state_dict_checked(model, sd, report, strict=strict)
 
 
@@ -231,9 +252,7 @@ def load_checkpoint(
     Raises: :class:`tessera.errors.CheckpointError` naming the file and the problem
     (unreadable, unsafe pickle, unknown format, shapes that do not fit).
     """
-    sd, notes, name = read_state_dict(source, use_ema)
-    sd, fmt = convert_state_dict(sd, format or source_format(source), name)
-    report = LoadReport(source=name, format=fmt.name, notes=notes)
+    sd, report = read_converted(source, format, use_ema)
     apply_state_dict(model, sd, report, strict=strict)
     if verbose:
         log.info("%s", report)

@@ -27,7 +27,7 @@ from ..errors import CheckpointError, ConfigError, TesseraError
 from .adapt import PATCH_CONV
 from .infer import infer_architecture
 from .io import CONFIG_NAME, read_directory_config
-from .load import LoadReport, apply_state_dict, convert_state_dict, load_checkpoint, read_state_dict, source_format
+from .load import LoadReport, apply_state_dict, load_checkpoint, naming, read_converted
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
@@ -142,6 +142,14 @@ def from_pretrained(directory: str | os.PathLike, **overrides: Any) -> nn.Module
     ``overrides`` replace constructor arguments (``num_classes=10`` re-initialises the head;
     another ``window_size`` resizes the bias tables).
     """
+    model = build_from_config(directory, **overrides)
+    load_checkpoint(model, directory, format="tessera", strict=True)
+    return model
+
+
+def build_from_config(directory: str | os.PathLike, **overrides: Any) -> nn.Module:
+    """The model described by the ``config.json`` of a :func:`save_pretrained` directory,
+    freshly initialised."""
     directory = Path(directory)
     config = read_directory_config(directory)
     file = directory / CONFIG_NAME
@@ -163,7 +171,6 @@ def from_pretrained(directory: str | os.PathLike, **overrides: Any) -> nn.Module
     except (TypeError, ValueError) as e:
         raise ConfigError(f"cannot build {cls.__name__} from {file}: {e}") from None
     model.model_name = config.get("name")
-    load_checkpoint(model, directory, format="tessera", strict=True)
     return model
 
 
@@ -197,26 +204,28 @@ def convert_checkpoint(
         source: a checkpoint file or directory.
         destination: the directory to write.
         model: a registered name to build; by default the architecture is read from the
-            weights (:func:`tessera.weights.infer.infer_architecture`). A named model keeps
-            the checkpoint's class count unless ``num_classes`` is given.
+            weights (:func:`tessera.weights.infer.infer_architecture`), or from the config of
+            a tessera directory. A named model keeps the checkpoint's class count unless
+            ``num_classes`` is given.
         format: force the source format instead of detecting it.
         use_ema: take the EMA weights of a training checkpoint.
         **overrides: constructor arguments that replace the inferred or registered ones.
 
     Returns: the model (with the weights loaded) and the load report.
     """
-    sd, notes, name = read_state_dict(source, use_ema)
-    sd, fmt = convert_state_dict(sd, format or source_format(source), name)
-    if model is None:
-        net = infer_architecture(sd, read_directory_config(source)).build(**overrides)
+    sd, report = read_converted(source, format, use_ema)
+    if model is None and report.format == "tessera" and read_directory_config(source):
+        net = build_from_config(source, **overrides)  # tessera's own directory says what it is
+    elif model is None:
+        with naming(report.source):
+            architecture = infer_architecture(sd, read_directory_config(source))
+        net = architecture.build(**overrides)
     else:
         head = sd.get("head.weight")
         if head is not None and "num_classes" not in overrides:
             overrides = {**overrides, "num_classes": head.shape[0]}
         net = _create(model, overrides)
-    report = apply_state_dict(net, sd, LoadReport(source=name, format=fmt.name, notes=notes))
-    save_pretrained(net, destination)
-    return net, report
+    return _save_loaded(net, sd, report, destination)
 
 
 def inflate_checkpoint(
@@ -234,12 +243,17 @@ def inflate_checkpoint(
     conv = net.state_dict().get(PATCH_CONV)
     if conv is None or conv.dim() != 5:
         raise ConfigError(f"{model} is not a video model with a 3-D patch embedding; inflation needs one")
-    sd, notes, name = read_state_dict(source, use_ema)
-    sd, fmt = convert_state_dict(sd, format or source_format(source), name)
+    sd, report = read_converted(source, format, use_ema)
     image_conv = sd.get(PATCH_CONV)
     if image_conv is None or image_conv.dim() != 4:
         shape = "none" if image_conv is None else tuple(image_conv.shape)
-        raise CheckpointError(f"{name}: not an image checkpoint (its patch embedding is {shape}, expected 4-D)")
-    report = apply_state_dict(net, sd, LoadReport(source=name, format=fmt.name, notes=notes))
-    save_pretrained(net, destination)
-    return net, report
+        raise CheckpointError(f"{report.source}: not an image checkpoint (its patch embedding is {shape}, expected 4-D)")
+    return _save_loaded(net, sd, report, destination)
+
+
+def _save_loaded(
+    model: nn.Module, sd: dict[str, torch.Tensor], report: LoadReport, destination: str | os.PathLike
+) -> tuple[nn.Module, LoadReport]:
+    apply_state_dict(model, sd, report)
+    save_pretrained(model, destination)
+    return model, report
