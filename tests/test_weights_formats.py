@@ -68,6 +68,12 @@ def test_each_format_is_detected_only_by_its_own_layout(golden):
     assert detect_format(headless).name == "timm_swin"
 
 
+@pytest.mark.parametrize("family", ["timm_vit", "timm_deit_distilled", "timm_cait", "timm_levit", "timm_pvt_v2"])
+def test_other_families_are_not_taken_for_swin(golden, family):
+    sd = torch.load(golden / f"{family}.pth", weights_only=True)
+    assert detect_format(sd).name == "tessera"
+
+
 def test_forcing_a_format_and_unknown_names(golden):
     model = SwinTransformer(img_size=224, **SMALL_2D)
     report = tessera.load_checkpoint(model, golden / "timm_swin2d.pth", format="timm_swin")

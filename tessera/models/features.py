@@ -66,6 +66,7 @@ class FeaturesModel(nn.Module):
         self.out_indices = indices
         self.feature_info = FeatureInfo(dict(stages[i]) for i in indices)
         self.model_name = getattr(model, "model_name", None)
+        self.default_cfg = getattr(model, "default_cfg", None)  # the input the model expects
 
         norms = {}
         if not getattr(model, "intermediates_normalized", False):
