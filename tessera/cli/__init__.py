@@ -13,7 +13,7 @@ import logging
 import sys
 
 #: command modules, in the order ``tessera --help`` lists them
-COMMANDS = ["demo", "list_models", "summary", "benchmark", "export"]
+COMMANDS = ["demo", "list_models", "summary", "convert", "inflate", "benchmark", "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     from ..errors import TesseraError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # KEY=VALUE overrides may follow options (``--model NAME num_classes=10``), which plain
+    # argparse does not accept after its positionals: they join the command's ``overrides``
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -298,6 +298,14 @@ class _SwinBase(TesseraModel):
                     bias_index_mode=bias_index_mode,
                 )
             )
+        # one entry per stage output of forward_intermediates (see tessera.models.features)
+        self.feature_info = [
+            dict(num_chs=int(embed_dim * 2**i), reduction=self.patch_size[-1] * 2**i, module=f"layers.{i}")
+            for i in range(self.num_layers)
+        ]
+        if ndim == 3:
+            for info in self.feature_info:
+                info["temporal_reduction"] = self.patch_size[0]
         self.norm = norm_layer(self.num_features)
         self.head_drop = nn.Dropout(head_drop_rate)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
@@ -348,6 +356,17 @@ class _SwinBase(TesseraModel):
             if layer.downsample is not None:
                 x = layer.downsample(x)
         return outs
+
+    def prune_intermediate_layers(self, indices: Sequence[int]) -> None:
+        """Keep only what :meth:`forward_intermediates` needs for the stages ``indices``: the
+        stages after the last one, its downsample, the final norm and the head are removed
+        (for feature pyramids; ``forward`` is no longer the classifier's)."""
+        last = max(indices)
+        self.layers = self.layers[: last + 1]
+        self.layers[-1].downsample = None
+        self.feature_info = self.feature_info[: last + 1]
+        self.norm = nn.Identity()
+        self.reset_classifier(0)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final normalised feature map, channels first: ``(B, C, H, W)`` for images,

@@ -3,9 +3,11 @@ to tessera's layout, adapt it to the model, and load it with a report."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,9 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from .adapt import inflate_image_to_video, resize_absolute_pos_embeds, resize_relative_position_tables
 from .formats import Format, detect_format, get_format
-from .io import read_checkpoint_file
+from .io import read_checkpoint_file, read_directory_config
 
 log = logging.getLogger("tessera")
 
@@ -53,21 +56,25 @@ def _short(keys: list[str], n: int = 6) -> str:
     return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
 
 
-#: Steps that adapt a converted state dict to a particular model (resizing tables,
-#: inflating image weights to video, ...): ``fn(model, state_dict, report) -> state_dict``.
-ADAPTERS: list[Callable[[nn.Module, StateDict, LoadReport], StateDict]] = []
+#: Steps that adapt a converted state dict to a particular model (inflating image weights to
+#: video, resizing tables and position embeddings): ``fn(model, state_dict, report) -> state_dict``.
+ADAPTERS: list[Callable[[nn.Module, StateDict, LoadReport], StateDict]] = [
+    inflate_image_to_video,
+    resize_relative_position_tables,
+    resize_absolute_pos_embeds,
+]
 
 
-def unwrap(obj: Any, use_ema: bool = False) -> tuple[StateDict, list[str]]:
+def unwrap(obj: Any, use_ema: bool = False, source: str = "<state dict>") -> tuple[StateDict, list[str]]:
     """Find the state dict inside a training checkpoint (``{'model': ...}``,
     ``{'state_dict': ...}``, EMA copies, DDP ``module.`` prefixes)."""
     notes: list[str] = []
     keys = WRAPPER_KEYS
     if use_ema:
         keys = ("model_ema", "state_dict_ema") + keys
-    for _ in range(3):
+    for _ in range(len(WRAPPER_KEYS)):
         if not isinstance(obj, Mapping):
-            raise CheckpointError(f"expected a dict of tensors, found {type(obj).__name__}")
+            raise CheckpointError(f"{source}: expected a dict of tensors, found {type(obj).__name__}")
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             break
         inner = next((k for k in keys if isinstance(obj.get(k), Mapping)), None)
@@ -76,14 +83,40 @@ def unwrap(obj: Any, use_ema: bool = False) -> tuple[StateDict, list[str]]:
             if tensors:
                 obj = tensors
                 break
-            raise CheckpointError(f"found no weights in the checkpoint (top-level keys: {', '.join(map(str, obj))})")
+            top = ", ".join(map(str, obj)) or "none, the dict is empty"
+            raise CheckpointError(f"{source}: found no weights in the checkpoint (top-level keys: {top})")
+        if use_ema and not notes and inner not in ("model_ema", "state_dict_ema"):
+            notes.append("no EMA weights in the checkpoint")
         notes.append(f"weights taken from the {inner!r} entry")
         obj = obj[inner]
+    if not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{source}: found no flat dict of tensors inside the checkpoint's nested entries")
     sd = dict(obj)
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module.") :]: v for k, v in sd.items()}
         notes.append("removed the DDP 'module.' prefix")
     return sd, notes
+
+
+#: weight files of a directory, most preferred first (Hugging Face's names, and tessera's)
+DIRECTORY_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                   "pytorch_model.bin.index.json", "model.pth")
+
+
+def _read_directory(path: Path) -> Any:
+    name = next((n for n in DIRECTORY_FILES if (path / n).exists()), None)
+    if name is None:
+        raise CheckpointError(f"{path}: a directory without any of {', '.join(DIRECTORY_FILES)}")
+    if not name.endswith(".index.json"):
+        return read_checkpoint_file(path / name)
+    try:  # a sharded checkpoint: the index maps every tensor to its shard
+        shards = sorted(set(json.loads((path / name).read_text())["weight_map"].values()))
+    except (OSError, ValueError, KeyError, AttributeError) as e:
+        raise CheckpointError(f"{path / name}: not a valid shard index ({e})") from None
+    sd: StateDict = {}
+    for shard in shards:
+        sd.update(read_checkpoint_file(path / shard))
+    return sd
 
 
 def read_state_dict(source: str | os.PathLike | Mapping, use_ema: bool = False) -> tuple[StateDict, list[str], str]:
@@ -93,20 +126,37 @@ def read_state_dict(source: str | os.PathLike | Mapping, use_ema: bool = False) 
         sd, notes = unwrap(source, use_ema)
         return sd, notes, "<state dict>"
     path = Path(source)
-    if path.is_dir():
-        for name in ("model.safetensors", "pytorch_model.bin", "model.pth"):
-            if (path / name).exists():
-                sd, notes = unwrap(read_checkpoint_file(path / name), use_ema)
-                return sd, notes, str(path)
-        raise CheckpointError(f"{path}: a directory without model.safetensors, pytorch_model.bin or model.pth")
-    sd, notes = unwrap(read_checkpoint_file(path), use_ema)
+    obj = _read_directory(path) if path.is_dir() else read_checkpoint_file(path)
+    sd, notes = unwrap(obj, use_ema, str(path))
     return sd, notes, str(path)
 
 
-def convert_state_dict(sd: Mapping[str, torch.Tensor], format: str | None = None) -> tuple[StateDict, Format]:
+@contextmanager
+def naming(source: str) -> Iterator[None]:
+    """Prefix the :class:`CheckpointError` raised inside with ``source`` (errors name the file)."""
+    try:
+        yield
+    except CheckpointError as e:
+        if str(e).startswith(f"{source}:"):
+            raise
+        raise CheckpointError(f"{source}: {e}") from None
+
+
+def source_format(source: str | os.PathLike | Mapping) -> str | None:
+    """The format a source declares: ``"tessera"`` for a directory written by
+    ``save_pretrained`` (its names would also pass for the official ones); else None (detect)."""
+    if isinstance(source, Mapping):
+        return None
+    return "tessera" if "format_version" in (read_directory_config(source) or {}) else None
+
+
+def convert_state_dict(
+    sd: Mapping[str, torch.Tensor], format: str | None = None, source: str = "<state dict>"
+) -> tuple[StateDict, Format]:
     """Convert a foreign state dict to tessera's layout (format detected unless given)."""
-    fmt = get_format(format) if format else detect_format(sd)
-    return fmt.convert(sd), fmt
+    with naming(source):
+        fmt = get_format(format) if format else detect_format(sd)
+        return fmt.convert(sd), fmt
 
 
 def _head_prefixes(model: nn.Module) -> list[str]:
@@ -156,6 +206,24 @@ def load_state_dict_checked(model: nn.Module, sd: StateDict, report: LoadReport,
     return report
 
 
+def read_converted(
+    source: str | os.PathLike | Mapping, format: str | None = None, use_ema: bool = False
+) -> tuple[StateDict, LoadReport]:
+    """Read ``source`` and convert it to tessera's names: the state dict, and the report that
+    loading it will fill in."""
+    sd, notes, name = read_state_dict(source, use_ema)
+    sd, fmt = convert_state_dict(sd, format or source_format(source), name)
+    return sd, LoadReport(source=name, format=fmt.name, notes=notes)
+
+
+def apply_state_dict(model: nn.Module, sd: StateDict, report: LoadReport, strict: bool = False) -> LoadReport:
+    """Adapt a converted state dict to ``model`` (:data:`ADAPTERS`) and load it."""
+    with naming(report.source):
+        for adapt in ADAPTERS:
+            sd = adapt(model, sd, report)
+    return load_state_dict_checked(model, sd, report, strict=strict)
+
+
 def load_checkpoint(
     model: nn.Module,
     source: str | os.PathLike | Mapping,
@@ -169,23 +237,23 @@ def load_checkpoint(
     Args:
         model: a tessera model.
         source: a checkpoint file (``.safetensors``, ``.pth``/``.pt``/``.bin``), a weights
-            directory, or a state dict.
+            directory (tessera's ``save_pretrained``, a Hugging Face directory), or a state dict.
         format: force a format by name instead of detecting it from the keys.
         strict: also fail on missing or unused tensors (shape mismatches always fail).
         use_ema: prefer the EMA weights of a training checkpoint.
         verbose: log the report.
+
+    Weights made for another window or grid are resized, image weights loaded into a video
+    model are inflated (see :mod:`tessera.weights.adapt`), and a head of another class count
+    is re-initialised; the report's notes say so.
 
     Returns: a :class:`LoadReport` of what was loaded, missing and unused.
 
     Raises: :class:`tessera.errors.CheckpointError` naming the file and the problem
     (unreadable, unsafe pickle, unknown format, shapes that do not fit).
     """
-    sd, notes, name = read_state_dict(source, use_ema)
-    sd, fmt = convert_state_dict(sd, format)
-    report = LoadReport(source=name, format=fmt.name, notes=notes)
-    for adapt in ADAPTERS:
-        sd = adapt(model, sd, report)
-    load_state_dict_checked(model, sd, report, strict=strict)
+    sd, report = read_converted(source, format, use_ema)
+    apply_state_dict(model, sd, report, strict=strict)
     if verbose:
         log.info("%s", report)
     return report

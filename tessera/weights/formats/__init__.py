@@ -62,3 +62,7 @@ def detect_format(state_dict: Mapping[str, torch.Tensor]) -> Format:
             return f
     sample = ", ".join(list(state_dict)[:5])
     raise CheckpointError(f"could not recognise the checkpoint's format from its keys ({sample}, ...)")
+
+
+# the foreign formats register themselves, ahead of the catch-all
+from . import hf, timm, torchvision  # noqa: E402,F401

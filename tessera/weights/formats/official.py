@@ -19,15 +19,27 @@ def drop_derived(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     return {k: v for k, v in state_dict.items() if not k.endswith(DERIVED_BUFFERS)}
 
 
+DOWNSAMPLE_KEY = re.compile(r"layers\.(\d+)\.downsample\.(.+)")
+
+
+def downsample_stages(sd: Mapping[str, torch.Tensor]) -> set[int]:
+    """The stage indices that hold a ``downsample``: from 0 in the official layout (end of
+    stage ``i``), from 1 in timm's (start of stage ``i + 1``)."""
+    return {int(m.group(1)) for k in sd if (m := DOWNSAMPLE_KEY.fullmatch(k))}
+
+
+def is_swin_like(sd: Mapping[str, torch.Tensor]) -> bool:
+    return "patch_embed.proj.weight" in sd and any(k.startswith("layers.") for k in sd)
+
+
+def has_timm_layout(sd: Mapping[str, torch.Tensor]) -> bool:
+    """timm moved the downsample to the start of the next stage and the head to ``head.fc``."""
+    stages = downsample_stages(sd)
+    return "head.fc.weight" in sd or (bool(stages) and min(stages) > 0)
+
+
 def is_official(sd: Mapping[str, torch.Tensor]) -> bool:
-    keys = set(sd)
-    # timm moved the downsample to the start of the next stage (layers.1.downsample, no
-    # layers.0.downsample) and the head to head.fc; the official layout has neither trait.
-    timm_like = "head.fc.weight" in keys or (
-        any(k.startswith("layers.1.downsample") for k in keys)
-        and not any(k.startswith("layers.0.downsample") for k in keys)
-    )
-    return "patch_embed.proj.weight" in keys and any(k.startswith("layers.") for k in keys) and not timm_like
+    return is_swin_like(sd) and not has_timm_layout(sd)
 
 
 def convert_official(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
