@@ -114,6 +114,15 @@ class TesseraModel(nn.Module):
             if m is not self and hasattr(m, "grad_checkpointing"):
                 m.grad_checkpointing = enable
 
+    def adapt_checkpoint(self, state_dict: dict[str, torch.Tensor], report: Any) -> dict[str, torch.Tensor]:
+        """Fit a checkpoint (already in tessera's names) to this model before it is loaded:
+        by default, relative-position tables made for another window and absolute position
+        embeddings made for another grid are resized (notes go to ``report``). Families
+        override it for what only they have."""
+        from ..weights.adapt import adapt_generic
+
+        return adapt_generic(self, state_dict, report)
+
     def no_weight_decay(self) -> set[str]:
         """Names of parameters that the official recipes exclude from weight decay beyond the
         generic rule (every bias and every 1-D parameter)."""

@@ -17,7 +17,7 @@ State-dict keys follow timm (``stem.conv{i}.linear/bn``, ``stages.{i}.downsample
 ``stages.{i}.blocks.{j}.attn.qkv.linear/bn``, ``attn.proj.ln``, ``mlp.ln1/ln2``,
 ``attention_biases``, ``head.bn/linear``, ``head_dist``), so timm checkpoints load as they
 are. The attention biases are made for one resolution (``img_size``); a checkpoint of
-another resolution is resized bicubically when it is loaded (:func:`resize_attention_biases`).
+another resolution is resized bicubically when it is loaded (``LeViT.adapt_checkpoint``).
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from ..layers.conv import map_to_tokens
 from ..layers.drop import DropPath
 from ..layers.helpers import check_input, to_ntuple
 from ..registry import register_model
-from ..weights.load import ADAPTERS, LoadReport
+from ..weights.load import LoadReport
 from .base import TesseraModel, maybe_checkpoint
 
-__all__ = ["LeViT", "resize_attention_biases"]
+__all__ = ["LeViT", "resize_bias_grid"]
 
 ACTIVATIONS = {"hard_swish": nn.Hardswish, "silu": nn.SiLU, "gelu": nn.GELU}
 
@@ -400,6 +400,22 @@ class LeViT(TesseraModel):
             raise ValueError("this LeViT has no distillation head; build it with distilled=True")
         self.distilled_training = enable
 
+    def adapt_checkpoint(self, state_dict: dict[str, torch.Tensor], report: LoadReport) -> dict[str, torch.Tensor]:
+        """The attention biases of a checkpoint made at another resolution are resized to
+        this model's grids."""
+        own = self.state_dict()
+        resized = 0
+        for key, value in state_dict.items():
+            if not key.endswith("attention_biases") or key not in own or value.shape == own[key].shape:
+                continue
+            if value.dim() != 2 or value.shape[0] != own[key].shape[0]:
+                continue  # another number of heads: left to the shape check, which names it
+            state_dict[key] = resize_bias_grid(value, self.get_submodule(key.rsplit(".", 1)[0]).resolution)
+            resized += 1
+        if resized:
+            report.notes.append(f"resized {resized} attention bias grids to img_size {self.img_size}")
+        return state_dict
+
     def no_weight_decay(self) -> set[str]:
         return {n for n, _ in self.named_parameters() if "attention_biases" in n}
 
@@ -447,27 +463,6 @@ def resize_bias_grid(biases: torch.Tensor, new_resolution: tuple[int, int]) -> t
     return grid.reshape(h, -1).to(biases.dtype)
 
 
-def resize_attention_biases(model: nn.Module, sd: dict[str, torch.Tensor], report: LoadReport) -> dict[str, torch.Tensor]:
-    """Load-time adapter: the attention biases of a LeViT checkpoint made at another
-    resolution are resized to the model's grids."""
-    if not isinstance(model, LeViT):
-        return sd
-    own = model.state_dict()
-    resized = []
-    for key, value in sd.items():
-        if not key.endswith("attention_biases") or key not in own or value.shape == own[key].shape:
-            continue
-        if value.dim() != 2 or value.shape[0] != own[key].shape[0]:
-            continue  # another number of heads: left to the shape check, which names it
-        module = model.get_submodule(key.rsplit(".", 1)[0])
-        sd[key] = resize_bias_grid(value, module.resolution)
-        resized.append(key)
-    if resized:
-        report.notes.append(f"resized {len(resized)} attention bias grids to img_size {model.img_size}")
-    return sd
-
-
-ADAPTERS.append(resize_attention_biases)
 
 
 # ---------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resize_pos_embed
 from ..layers.sra import SpatialReductionAttention
 from ..registry import register_model
-from ..weights.load import ADAPTERS, LoadReport
+from ..weights.load import LoadReport
 from .base import TesseraModel, maybe_checkpoint
 
 __all__ = ["PyramidVisionTransformer", "Block", "min_input_size"]
@@ -183,6 +183,22 @@ class PyramidVisionTransformer(TesseraModel):
         self.intermediates_normalized = False
         self.default_cfg.update(input_size=(in_chans, *self.img_size), crop_pct=0.9)
 
+    def adapt_checkpoint(self, state_dict: dict[str, torch.Tensor], report: LoadReport) -> dict[str, torch.Tensor]:
+        """Position embeddings of a checkpoint made at another (square) input size are resized
+        to this model's grids (the last stage's class token kept as it is)."""
+        for i, grid in enumerate(self.pos_grids):
+            key = f"pos_embed{i + 1}"
+            own, theirs = getattr(self, key), state_dict.get(key)
+            if theirs is None or theirs.shape == own.shape or theirs.dim() != 3 or theirs.shape[-1] != own.shape[-1]:
+                continue
+            prefix = 1 if i == self.num_stages - 1 else 0
+            side = math.isqrt(theirs.shape[1] - prefix)
+            if side * side != theirs.shape[1] - prefix:
+                continue  # not a square grid: left to the shape check, which names it
+            state_dict[key] = resize_pos_embed(theirs, (side, side), grid, num_prefix_tokens=prefix)
+            report.notes.append(f"resized {key} from {side}x{side} to {grid[0]}x{grid[1]}")
+        return state_dict
+
     def no_weight_decay(self) -> set[str]:
         return {"cls_token"}  # as the official recipe
 
@@ -238,27 +254,6 @@ class PyramidVisionTransformer(TesseraModel):
         return x if pre_logits else self.head(x)
 
 
-def _resize_pos_embeds(model: nn.Module, sd: dict[str, torch.Tensor], report: LoadReport) -> dict[str, torch.Tensor]:
-    """Resize the position embeddings of a checkpoint made at another (square) input size
-    to the model's grids."""
-    if not isinstance(model, PyramidVisionTransformer):
-        return sd
-    for i, grid in enumerate(model.pos_grids):
-        key = f"pos_embed{i + 1}"
-        own = getattr(model, key)
-        theirs = sd.get(key)
-        if theirs is None or theirs.shape == own.shape or theirs.dim() != 3 or theirs.shape[-1] != own.shape[-1]:
-            continue
-        prefix = 1 if i == model.num_stages - 1 else 0
-        side = math.isqrt(theirs.shape[1] - prefix)
-        if side * side != theirs.shape[1] - prefix:
-            continue  # not a square grid: left to the shape check, which names it
-        sd[key] = resize_pos_embed(theirs, (side, side), grid, num_prefix_tokens=prefix)
-        report.notes.append(f"resized {key} from {side}x{side} to {grid[0]}x{grid[1]}")
-    return sd
-
-
-ADAPTERS.append(_resize_pos_embeds)
 
 
 # ---------------------------------------------------------------------------------------

@@ -328,6 +328,13 @@ class _SwinBase(TesseraModel):
         for layer in self.layers:
             layer.fast_path = enable
 
+    def adapt_checkpoint(self, state_dict: dict[str, torch.Tensor], report) -> dict[str, torch.Tensor]:
+        """Image weights loaded into a video model are inflated first (the official
+        ``inflate_weights``); then tables and embeddings are resized as for every model."""
+        from ..weights.adapt import inflate_image_to_video
+
+        return super().adapt_checkpoint(inflate_image_to_video(self, state_dict, report), report)
+
     def no_weight_decay(self) -> set[str]:
         names = {n for n, _ in self.named_parameters() if "relative_position_bias_table" in n}
         if self.ape:

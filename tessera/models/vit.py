@@ -32,7 +32,7 @@ from ..layers.helpers import check_input, init_linear_trunc_normal, prod, to_ntu
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import fit_checkpoint_pos_embed, resize_pos_embed
 from ..registry import register_model
-from ..weights.load import ADAPTERS, LoadReport
+from ..weights.load import LoadReport
 from .base import TesseraModel, maybe_checkpoint
 
 __all__ = ["VisionTransformer"]
@@ -209,6 +209,14 @@ class VisionTransformer(TesseraModel):
         self.fit_checkpoint_pos_embed(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def adapt_checkpoint(self, state_dict: dict[str, torch.Tensor], report: LoadReport) -> dict[str, torch.Tensor]:
+        """A position embedding trained on another grid is resized as timm does (antialiased
+        bicubic on the square grid of the checkpoint)."""
+        note = self.fit_checkpoint_pos_embed(state_dict)
+        if note:
+            report.notes.append(note)
+        return state_dict
+
     # -- the API -----------------------------------------------------------------------------
 
     def no_weight_decay(self) -> set[str]:
@@ -228,17 +236,6 @@ class VisionTransformer(TesseraModel):
         return x if pre_logits else self.head(x)
 
 
-def _fit_pos_embeds(model: nn.Module, sd: dict[str, torch.Tensor], report: LoadReport) -> dict[str, torch.Tensor]:
-    """``load_checkpoint`` adapter: position embeddings of checkpoints trained at another size."""
-    for name, module in model.named_modules():
-        if isinstance(module, VisionTransformer):
-            note = module.fit_checkpoint_pos_embed(sd, f"{name}." if name else "")
-            if note:
-                report.notes.append(note)
-    return sd
-
-
-ADAPTERS.append(_fit_pos_embeds)
 
 
 # ---------------------------------------------------------------------------------------

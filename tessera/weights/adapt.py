@@ -1,15 +1,17 @@
 """Adapting converted weights to the model they are loaded into.
 
-Each adapter is ``fn(model, state_dict, report) -> state_dict``, run by
-:func:`tessera.load_checkpoint` after the format conversion, in this order:
+:func:`tessera.load_checkpoint` calls the model's ``adapt_checkpoint(state_dict, report)``
+after the format conversion. By default (:func:`adapt_generic`) it runs
 
-1. :func:`inflate_image_to_video`: image weights (a 2-D patch convolution) loaded into a video
-   model become video weights, exactly as the official Video Swin ``inflate_weights``.
-2. :func:`resize_relative_position_tables`: bias tables made for another window are resized
+1. :func:`resize_relative_position_tables`: bias tables made for another window are resized
    bicubically (the official ``load_pretrained`` for images; see :func:`resize_table_3d`
-   for videos).
-3. :func:`resize_absolute_pos_embeds`: absolute position embeddings made for another grid are
+   for videos);
+2. :func:`resize_absolute_pos_embeds`: absolute position embeddings made for another grid are
    interpolated to the model's grid.
+
+Families add their own steps: Video Swin first inflates image weights
+(:func:`inflate_image_to_video`, exactly as the official ``inflate_weights``); ViT, PVT and
+LeViT resize their own embeddings and bias grids.
 
 A classifier head of another class count is handled afterwards, by the loader itself: it is
 re-initialised with a warning.
@@ -254,3 +256,10 @@ def inflate_image_to_video(model: nn.Module, sd: StateDict, report: LoadReport) 
     report.notes.append(note)
     log.warning("%s: %s", report.source, note)
     return sd
+
+
+def adapt_generic(model: nn.Module, sd: StateDict, report: LoadReport) -> StateDict:
+    """The default ``adapt_checkpoint``: resize relative-position tables and absolute
+    position embeddings made for another window or grid."""
+    sd = resize_relative_position_tables(model, sd, report)
+    return resize_absolute_pos_embeds(model, sd, report)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from .adapt import inflate_image_to_video, resize_absolute_pos_embeds, resize_relative_position_tables
+from .adapt import adapt_generic
 from .formats import Format, detect_format, get_format
 from .io import read_checkpoint_file, read_directory_config
 
@@ -54,15 +54,6 @@ class LoadReport:
 
 def _short(keys: list[str], n: int = 6) -> str:
     return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
-
-
-#: Steps that adapt a converted state dict to a particular model (inflating image weights to
-#: video, resizing tables and position embeddings): ``fn(model, state_dict, report) -> state_dict``.
-ADAPTERS: list[Callable[[nn.Module, StateDict, LoadReport], StateDict]] = [
-    inflate_image_to_video,
-    resize_relative_position_tables,
-    resize_absolute_pos_embeds,
-]
 
 
 def unwrap(obj: Any, use_ema: bool = False, source: str = "<state dict>") -> tuple[StateDict, list[str]]:
@@ -217,10 +208,11 @@ def read_converted(
 
 
 def apply_state_dict(model: nn.Module, sd: StateDict, report: LoadReport, strict: bool = False) -> LoadReport:
-    """Adapt a converted state dict to ``model`` (:data:`ADAPTERS`) and load it."""
+    """Fit a converted state dict to ``model`` (its ``adapt_checkpoint``: resizing tables and
+    position embeddings, inflating image weights to video, ...) and load it."""
     with naming(report.source):
-        for adapt in ADAPTERS:
-            sd = adapt(model, sd, report)
+        adapt = getattr(model, "adapt_checkpoint", None)
+        sd = adapt(sd, report) if adapt is not None else adapt_generic(model, sd, report)
     return load_state_dict_checked(model, sd, report, strict=strict)
 
 
