@@ -4,12 +4,11 @@ and at load), the class token, the pyramid API and the parameter counts."""
 import pytest
 import torch
 import torch.nn.functional as F
+from pyramid_checks import check_intermediates, kv_token_counts
 
 import tessera
 from tessera.layers.sra import SpatialReductionAttention
 from tessera.models import PyramidVisionTransformer
-
-from pyramid_checks import check_intermediates, kv_token_counts
 
 SMALL = dict(embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 3, 4), depths=(1, 1, 1, 1), num_classes=5)
 

@@ -5,13 +5,12 @@ import re
 
 import pytest
 import torch
+from pyramid_checks import check_intermediates, kv_token_counts
 
 import tessera
 from tessera.layers.mlp import Mlp
 from tessera.models import PyramidVisionTransformerV2
 from tessera.models.pvt_v2 import ConvMlp, OverlapPatchEmbed
-
-from pyramid_checks import check_intermediates, kv_token_counts
 
 SMALL = dict(embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 3, 4), depths=(1, 1, 1, 1), num_classes=5)
 

@@ -5,13 +5,12 @@ import itertools
 
 import pytest
 import torch
+from pyramid_checks import check_intermediates
 
 import tessera
 from tessera.layers.windows import grid_transpose, shuffle_partition, shuffle_reverse, window_partition
 from tessera.models import ShuffleTransformer
 from tessera.models.shuffle import ShuffleBlock, padding_mask
-
-from pyramid_checks import check_intermediates
 
 SMALL = dict(embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 3, 4), depths=(2, 2, 2, 2), token_dim=8, num_classes=5)
 

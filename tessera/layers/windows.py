@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+
 import torch
 
 from .helpers import prod
