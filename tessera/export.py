@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
-import json
 import logging
 import os
 import warnings
@@ -108,7 +107,9 @@ def load_model(source: str | os.PathLike | nn.Module, checkpoint: str | os.PathL
     elif is_model(str(source)):
         model = create_model(str(source))
     elif Path(source).is_dir():
-        model = _load_weights_dir(Path(source))
+        from .weights.pretrained import from_pretrained
+
+        model = from_pretrained(source)
     elif Path(source).exists():
         raise CheckpointError(
             f"{source}: a checkpoint file does not say which model it holds; "
@@ -122,35 +123,6 @@ def load_model(source: str | os.PathLike | nn.Module, checkpoint: str | os.PathL
         from .weights import load_checkpoint
 
         load_checkpoint(model, checkpoint)
-    return model
-
-
-def _load_weights_dir(path: Path) -> nn.Module:
-    """Rebuild a model from ``config.json`` ({name, class, args}) and load its weights."""
-    from . import models
-    from .registry import create_model, is_model
-    from .weights import load_checkpoint
-
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise CheckpointError(f"{path}: not a weights directory (no config.json naming the model)")
-    try:
-        config = json.loads(config_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{config_file}: not valid JSON: {e}") from None
-    config = config if isinstance(config, dict) else {}
-    name, cls_name, args = config.get("name"), config.get("class"), config.get("args", {})
-    if name and is_model(name):
-        model = create_model(name, **args)
-    elif cls_name and isinstance(getattr(models, cls_name, None), type):
-        model = getattr(models, cls_name)(**args)
-        model.model_name = name
-    else:
-        raise CheckpointError(
-            f"{config_file}: not a tessera config (no registered 'name' or known 'class'); for weights "
-            f"of another format give the model: tessera export MODEL --checkpoint {path}"
-        )
-    load_checkpoint(model, path, strict=True, verbose=False)
     return model
 
 

@@ -191,12 +191,8 @@ def test_torch_export_keeps_no_traced_tensors_in_the_window_caches():
 
 def weights_dir(tmp_path, model, name="swin_t"):
     """A weights directory in tessera's format: config.json and model.safetensors."""
-    directory = tmp_path / "weights"
-    directory.mkdir()
-    config = {"name": name, "class": type(model).__name__, "args": model.model_args}
-    (directory / "config.json").write_text(json.dumps(config))
-    save_file(model.state_dict(), str(directory / "model.safetensors"))
-    return directory
+    model.model_name = name
+    return tessera.save_pretrained(model, tmp_path / "weights")
 
 
 def test_cli_exports_a_weights_directory_and_prints_the_check(ort, tmp_path, capsys):
