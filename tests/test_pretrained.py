@@ -11,8 +11,7 @@ import torch
 import tessera
 from tessera.errors import CheckpointError, ConfigError
 from tessera.models import SwinTransformer, VideoSwinTransformer
-from tessera.models.base import TesseraModel, constructor_args
-from tessera.registry import model_entrypoint
+from tessera.models.base import TesseraModel
 from tessera.weights import convert_checkpoint
 from tessera.weights.infer import infer_architecture
 from tessera.weights.load import convert_state_dict, read_state_dict
@@ -45,8 +44,9 @@ def assert_round_trip(model, directory):
 @pytest.mark.parametrize("name", SWIN_MODELS)
 def test_round_trip_every_swin_variant_at_small_width(name, tmp_path):
     """Each variant's own arguments (windows, sizes, classes), with narrow stages."""
-    _, defaults = constructor_args(model_entrypoint(name))
-    model = tessera.create_model(name, embed_dim=4 * defaults["num_heads"][0])
+    with torch.device("meta"):
+        heads = tessera.create_model(name).model_args["num_heads"]
+    model = tessera.create_model(name, embed_dim=4 * heads[0])
     assert_round_trip(model, tmp_path)
 
 

@@ -28,3 +28,9 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob:.3f}"
+
+
+def drop_path_rates(rate: float, count: int) -> list[float]:
+    """Stochastic-depth rates rising linearly from 0 to ``rate`` over ``count`` blocks (made
+    on the CPU, so that models can be built on any default device, ``meta`` included)."""
+    return torch.linspace(0, rate, count, device="cpu").tolist()

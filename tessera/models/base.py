@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import threading
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -14,17 +12,6 @@ from torch.utils.checkpoint import checkpoint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-_ARGS_ONLY = threading.local()
-
-
-class _ArgsRecorded(Exception):
-    """Raised instead of building a model inside :func:`constructor_args`."""
-
-    def __init__(self, cls: type, args: dict[str, Any]) -> None:
-        super().__init__(cls.__name__)
-        self.cls, self.kwargs = cls, args
-
 
 class TesseraModel(nn.Module):
     """Base class of the classification models.
@@ -63,8 +50,6 @@ class TesseraModel(nn.Module):
                 for name, param in signature.parameters.items():
                     if param.kind is inspect.Parameter.VAR_KEYWORD:
                         recorded.update(recorded.pop(name, {}))
-                if getattr(_ARGS_ONLY, "active", False):
-                    raise _ArgsRecorded(type(self), recorded)
                 object.__setattr__(self, "_model_args", recorded)
             init(self, *args, **kw)
 
@@ -127,23 +112,6 @@ class TesseraModel(nn.Module):
         """Names of parameters that the official recipes exclude from weight decay beyond the
         generic rule (every bias and every 1-D parameter)."""
         return set()
-
-
-def constructor_args(build: Callable[[], Any]) -> tuple[type, dict[str, Any]]:
-    """The class and every constructor argument (defaults filled in) of the model that
-    ``build()`` would make, without making it: the constructor stops as soon as its
-    arguments are known. ``build`` is typically a registered model function.
-
-    Raises ``TypeError`` when ``build`` constructs no :class:`TesseraModel`.
-    """
-    _ARGS_ONLY.active = True
-    try:
-        build()
-    except _ArgsRecorded as recorded:
-        return recorded.cls, dict(recorded.kwargs)
-    finally:
-        _ARGS_ONLY.active = False
-    raise TypeError(f"{build!r} built no TesseraModel")
 
 
 def maybe_checkpoint(module_or_fn, *args, enabled: bool):

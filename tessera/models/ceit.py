@@ -26,7 +26,7 @@ from torch import nn
 
 from ..layers.attention import Attention
 from ..layers.conv import ConvBN, map_to_tokens, tokens_to_map
-from ..layers.drop import DropPath
+from ..layers.drop import DropPath, drop_path_rates
 from ..layers.helpers import check_input, init_linear_trunc_normal, to_ntuple
 from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
@@ -202,7 +202,7 @@ class CeiT(TesseraModel):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.ModuleList(
             CeiTBlock(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i], leff_kernel)
             for i in range(depth)

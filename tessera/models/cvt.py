@@ -24,7 +24,7 @@ from torch import nn
 
 from ..layers.attention import attend
 from ..layers.conv import ConvBN, map_to_tokens, tokens_to_map
-from ..layers.drop import DropPath
+from ..layers.drop import DropPath, drop_path_rates
 from ..layers.helpers import check_input, init_linear_trunc_normal, to_ntuple
 from ..layers.mlp import Mlp
 from ..registry import register_model
@@ -270,12 +270,12 @@ class CvT(TesseraModel):
         self.num_prefix_tokens = int(cls_token)
 
         if isinstance(drop_path_rate, (int, float)):
-            rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+            rates = drop_path_rates(drop_path_rate, sum(depths))
             dpr = [rates[sum(depths[:i]) : sum(depths[: i + 1])] for i in range(n)]
         else:
             if len(drop_path_rate) != n:
                 raise ValueError(f"drop_path_rate {tuple(drop_path_rate)} needs one rate per stage ({n})")
-            dpr = [torch.linspace(0, r, d).tolist() for r, d in zip(drop_path_rate, depths)]
+            dpr = [drop_path_rates(r, d) for r, d in zip(drop_path_rate, depths)]
 
         self.feature_info: list[dict] = []
         stride = 1

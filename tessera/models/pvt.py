@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..layers.drop import DropPath
+from ..layers.drop import DropPath, drop_path_rates
 from ..layers.helpers import check_image, init_linear_trunc_normal, to_ntuple
 from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
@@ -148,7 +148,7 @@ class PyramidVisionTransformer(TesseraModel):
 
         # stage i: patches of `patch_size` pixels, then of 2x2 tokens; the grid of its
         # position embedding is the map at img_size (rounded up, as the patch embedding pads)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = drop_path_rates(drop_path_rate, sum(depths))
         self.pos_grids: list[tuple[int, int]] = []
         grid = self.img_size
         for i in range(n):

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..layers.drop import drop_path_rates
 from ..layers.helpers import check_image, to_ntuple
 from ..layers.mlp import Mlp
 from ..registry import register_model
@@ -191,7 +192,7 @@ class PyramidVisionTransformerV2(TesseraModel):
         self.min_size = pvt.min_input_size(4, sr_ratios, linear)
 
         self.patch_embed = OverlapPatchEmbed(in_chans, embed_dims[0], stride=4)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = drop_path_rates(drop_path_rate, sum(depths))
         self.stages = nn.ModuleList(
             PvtV2Stage(
                 embed_dims[max(i - 1, 0)], embed_dims[i], depths[i], i > 0, num_heads[i], sr_ratios[i], linear,

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..layers.attention import WindowAttention
-from ..layers.drop import DropPath
+from ..layers.drop import DropPath, drop_path_rates
 from ..layers.helpers import check_image, to_ntuple
 from ..layers.mlp import Mlp
 from ..layers.windows import (
@@ -255,7 +255,7 @@ class ShuffleTransformer(TesseraModel):
         self.min_size = 4 * 2 ** (n - 1) - 3
 
         self.patch_embed = ConvStem(in_chans, token_dim, embed_dims[0])
-        dpr = torch.linspace(0, drop_path_rate, n).tolist()  # one rate per stage, as official
+        dpr = drop_path_rates(drop_path_rate, n)  # one rate per stage, as official
         self.stages = nn.ModuleList(
             ShuffleStage(
                 embed_dims[max(i - 1, 0)], embed_dims[i], depths[i], i > 0, num_heads[i], window_size, shuffle,

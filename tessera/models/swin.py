@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..layers.attention import WindowAttention
-from ..layers.drop import DropPath
+from ..layers.drop import DropPath, drop_path_rates
 from ..layers.helpers import check_input, init_linear_trunc_normal, to_ntuple
 from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
@@ -268,7 +268,7 @@ class _SwinBase(TesseraModel):
             nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
         self.pos_drop = nn.Dropout(drop_rate)
 
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()  # linear over all blocks
+        dpr = drop_path_rates(drop_path_rate, sum(depths))  # linear over all blocks
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
             window = self.window_size

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..layers.block import Block, LayerNorm6, pool_tokens, prepend_tokens
+from ..layers.drop import drop_path_rates
 from ..layers.helpers import check_input, init_linear_trunc_normal, prod, to_ntuple
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import fit_checkpoint_pos_embed, resize_pos_embed
@@ -153,7 +154,7 @@ class VisionTransformer(TesseraModel):
 
     def _drop_path_rates(self, depth: int, rate: float) -> list[float]:
         # on the CPU even when the model is built on the meta device
-        return torch.linspace(0, rate, depth, device="cpu").tolist()
+        return drop_path_rates(rate, depth)
 
     def _prefix_tokens(self) -> list[torch.Tensor]:
         """The learned tokens put in front of the patch tokens by ``_embed``."""

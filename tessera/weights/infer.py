@@ -76,17 +76,15 @@ def match_registered(cls: type, args: Mapping[str, Any], ndim: int) -> tuple[str
     """The registered model of class ``cls`` whose structural arguments equal ``args``
     (preferring one with the same class count) and its full arguments; ``(None, {})`` when
     none does."""
-    from ..models.base import constructor_args
     from ..registry import list_models, model_entrypoint
 
     wanted = {k: _normalise(k, args.get(k), ndim) for k in STRUCTURE if k in args}
     best: tuple[bool, str, dict[str, Any]] | None = None
     for name in list_models():
-        try:
-            found, defaults = constructor_args(model_entrypoint(name))
-        except Exception:  # noqa: BLE001 - a family whose function needs arguments is no match
-            continue
-        if found is not cls or any(_normalise(k, defaults.get(k), ndim) != v for k, v in wanted.items()):
+        with torch.device("meta"):  # only the arguments are wanted: allocate nothing
+            candidate = model_entrypoint(name)()
+        defaults = getattr(candidate, "model_args", {})
+        if type(candidate) is not cls or any(_normalise(k, defaults.get(k), ndim) != v for k, v in wanted.items()):
             continue
         same_head = defaults.get("num_classes") == args.get("num_classes")
         if best is None or (same_head and not best[0]):
