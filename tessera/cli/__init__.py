@@ -13,7 +13,7 @@ import logging
 import sys
 
 #: command modules, in the order ``tessera --help`` lists them
-COMMANDS = ["demo", "list_models", "summary"]
+COMMANDS = ["demo", "train", "evaluate", "predict", "list_models", "summary"]
 
 
 def build_parser() -> argparse.ArgumentParser:
