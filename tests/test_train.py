@@ -20,8 +20,7 @@ from tessera.train.checkpoint import atomic_path, load_state, save_state
 
 #: a Swin small enough that a few steps take a second
 TINY = ["model.args.embed_dim=16", "model.args.depths=[2,2]", "model.args.num_heads=[1,2]",
-        "model.args.drop_path_rate=0.0", "data.batch_size=8", "schedule.epochs=2", "schedule.warmup_epochs=1",
-        "data.test_root=null"]
+        "model.args.drop_path_rate=0.0", "data.batch_size=8", "schedule.epochs=2", "schedule.warmup_epochs=1"]
 
 
 def write_digit_folder(root: Path, classes=("0", "1", "7"), per_class=16, split="train") -> Path:
@@ -51,8 +50,8 @@ def folders(tmp_path_factory):
 def test_any_recipe_trains_on_image_folders_then_evaluate_and_predict(folders, tmp_path, capsys, caplog):
     train, val = folders
     out = tmp_path / "run"
-    args = ["train", "--config", "demo", f"data.root={train}", f"data.val_root={val}", "data.max_bad_fraction=0.1",
-            *TINY, "--output", str(out)]
+    args = ["train", "--config", "demo", f"data.root={train}", f"data.val_root={val}", f"data.test_root={val}",
+            "data.max_bad_fraction=0.1", *TINY, "--output", str(out)]
     assert main(args) == 0
     stdout = capsys.readouterr().out
     assert "epoch   1/2  train_loss" in stdout and "val_top1" in stdout and "img/s" in stdout
@@ -78,6 +77,8 @@ def test_any_recipe_trains_on_image_folders_then_evaluate_and_predict(folders, t
     assert res["num_samples"] == 12 and set(res["per_class_top1"]) == {"0", "1", "7"}
     assert {"top1", "top5", "loss"} <= set(res) and res["top5"] == 100.0  # 3 classes: top-5 is everything
     assert Path(res["confusion_png"]).read_bytes()[:4] == b"\x89PNG"
+    tested = json.loads((out / "test.json").read_text())  # the run's own test of its best weights
+    assert tested["num_samples"] == 12 and tested["top1"] == pytest.approx(res["top1"])
     # the same accuracy as classifying the files one by one
     model, info = load_trained_model(out)
     from PIL import Image
@@ -97,6 +98,20 @@ def test_any_recipe_trains_on_image_folders_then_evaluate_and_predict(folders, t
     assert all(lbl in "017" for line in lines for lbl in [part.split(" ")[0] for part in line.split(": ")[1].split(", ")])
     assert main(["predict", "--checkpoint", str(out), str(train / "7" / "corrupt.jpg")]) == 2
     assert "corrupt.jpg: not a readable image" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_command_trains_tests_and_predicts(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--output", str(out), *TINY, "schedule.epochs=1", "schedule.warmup_epochs=0"]) == 0
+    text = capsys.readouterr().out
+    assert "test top-1:" in text and "360 held-out digits" in text
+    samples = sorted((out / "samples").glob("*.png"))
+    assert len(samples) == 6 and all(f"{s}: true " in text for s in samples)
+    assert json.loads((out / "test.json").read_text())["num_samples"] == 360
+    assert (out / "metrics.jsonl").exists() and (out / "curves.png").exists()
+    # run again into the same directory: the demo replaces its previous run
+    assert main(["demo", "--output", str(out), *TINY, "schedule.epochs=1", "schedule.warmup_epochs=0"]) == 0
 
 
 def augmented_recipe(train: Path, val: Path, *extra: str):

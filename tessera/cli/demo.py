@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from ..train import Trainer, load_recipe, load_trained_model, predict_images
 
     start = time.perf_counter()
-    recipe = load_recipe("demo", args.overrides)
+    recipe = load_recipe("demo", ["data.test_root=digits:test", *args.overrides])
     out = Path(args.output)
     print(f"tessera demo: a small Swin learns scikit-learn's handwritten digits (recipe 'demo', run in {out})")
     trainer = Trainer(recipe, out, overwrite=True)

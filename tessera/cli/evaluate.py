@@ -8,6 +8,7 @@ ROOT is a folder of class folders or a built-in set (``digits`` is its test spli
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -38,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
     info = distributed.DistInfo(device=distributed.resolve_device(args.device))
     model, run_info = load_trained_model(args.checkpoint, info.device)
     d = run_info["data"]
-    cfg = DataConfig(kind=d.get("kind", "image"), root=None, img_size=d["img_size"], crop_pct=d["crop_pct"],
-                     interpolation=d["interpolation"], max_bad_fraction=1.0)
+    known = {f.name for f in dataclasses.fields(DataConfig)}
+    cfg = DataConfig(**{k: v for k, v in d.items() if k in known})  # the training run's data settings
     classes = run_info["classes"]
     dataset = build_dataset(cfg, "test", classes=classes, source=args.data)
     loader = build_loader(dataset, ShardSampler(len(dataset)), args.batch_size, args.workers,

@@ -16,6 +16,7 @@ Only the main process prints and writes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -30,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import __version__
-from ..data import build_augment, build_dataset, data_kind
+from ..data import SPLIT_KEYS, build_augment, build_dataset, data_kind
 from ..data.loader import ShardSampler, SkippedSamples, StepSampler, build_loader
 from ..data.mixup import Mixup
 from ..errors import ConfigError, TesseraError
@@ -183,12 +184,11 @@ class Trainer:
 
     def run_info(self, weights: str = "model") -> dict[str, Any]:
         """What evaluation and prediction need besides the weights."""
-        d = self.recipe.data
+        data = {k: v for k, v in dataclasses.asdict(self.recipe.data).items() if k not in SPLIT_KEYS.values()}
+        data.update(mean=list(self.mean), std=list(self.std))  # as resolved from the model's defaults
         return {
             "model": self.model.model_name, "model_args": self.model.model_args, "classes": self.classes,
-            "data": {"kind": d.kind, "img_size": d.img_size, "mean": list(self.mean), "std": list(self.std),
-                     "crop_pct": d.crop_pct, "interpolation": d.interpolation},
-            "weights": weights, "tessera_version": __version__,
+            "data": data, "weights": weights, "tessera_version": __version__,
         }
 
     def _prepare_output(self, overwrite: bool) -> None:
@@ -210,13 +210,12 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """The whole training state, as plain containers of tensors and numbers."""
         rng = rng_state()
-        torch_states = [torch.empty_like(rng["torch"]) for _ in range(self.info.world_size)]
-        if self.info.distributed:  # every process draws its own random numbers
-            torch.distributed.all_gather(torch_states, rng["torch"].to(self.info.device)
-                                         if self.info.device.type == "cuda" else rng["torch"])
-            torch_states = [t.cpu() for t in torch_states]
-        else:
-            torch_states = [rng["torch"]]
+        torch_states = [rng["torch"]]
+        if self.info.distributed:  # every process draws its own random numbers: keep them all
+            own = rng["torch"].to(self.info.device)  # NCCL gathers device tensors only
+            gathered = [torch.empty_like(own) for _ in range(self.info.world_size)]
+            torch.distributed.all_gather(gathered, own)
+            torch_states = [t.cpu() for t in gathered]
         return {
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
