@@ -99,6 +99,16 @@ def test_any_recipe_trains_on_image_folders_then_evaluate_and_predict(folders, t
     assert main(["predict", "--checkpoint", str(out), str(train / "7" / "corrupt.jpg")]) == 2
     assert "corrupt.jpg: not a readable image" in capsys.readouterr().err
 
+    # fine-tuning: the trained weights with a new head for two other classes
+    other = write_digit_folder(out.parent / "other", classes=("3", "8"), per_class=8)
+    tuned = out.parent / "tuned"
+    assert main(["train", "--config", "demo", f"data.root={other}", "data.val_root=null", *TINY,
+                 f"model.pretrained={out / 'best.safetensors'}", "train.max_steps=1", "--output", str(tuned)]) == 0
+    start, after = load_file(out / "best.safetensors"), load_state(tuned / "state.pt")["model"]
+    assert after["head.weight"].shape == (2, start["head.weight"].shape[1])
+    # one warm-up step (lr 1e-5) away from the pretrained backbone
+    assert max((after[k] - v).abs().max().item() for k, v in start.items() if not k.startswith("head.")) < 1e-3
+
 
 @pytest.mark.slow
 def test_demo_command_trains_tests_and_predicts(tmp_path, capsys):
@@ -241,3 +251,27 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     torch.manual_seed(info["recipe"]["train"]["seed"])
     start = tessera.create_model(info["model"], **info["model_args"]).state_dict()
     assert max((a["model"][k] - start[k]).abs().max().item() for k in start) > 1e-3
+
+
+def test_too_many_unreadable_images_stop_the_run(tmp_path, capsys, caplog):
+    train = write_digit_folder(tmp_path / "train", per_class=4)
+    for i in range(3):
+        (train / "0" / f"empty{i}.png").write_bytes(b"")
+    code = main(["train", "--config", "demo", f"data.root={train}", "data.val_root=null", *TINY,
+                 "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("tessera train: error: ")
+    assert "of the 15 train samples could not be read (more than 1.0%, data.max_bad_fraction)" in err[-1]
+    reported = [r.getMessage() for r in caplog.records if "skipped an unreadable train sample" in r.getMessage()]
+    assert reported and all("empty" in m for m in reported)  # each named with its path, then the stop
+
+
+def test_mixed_precision_settings():
+    from tessera.errors import ConfigError
+    from tessera.train.engine import amp_settings
+
+    cpu = torch.device("cpu")
+    assert amp_settings("auto", cpu) == (None, False) and amp_settings("bf16", cpu) == (torch.bfloat16, False)
+    assert amp_settings("fp16", torch.device("cuda")) == (torch.float16, True)
+    with pytest.raises(ConfigError, match="train.amp=fp16 needs a GPU"):
+        amp_settings("fp16", cpu)

@@ -8,7 +8,7 @@ step and is counted, too many in a row stop the run — clipped, and the optimis
 and EMA step. The learning rate follows the per-iteration warm-up + cosine schedule.
 
 After each epoch: validation (model and EMA), ``metrics.jsonl``, ``curves.png``,
-``last.safetensors``, ``best.safetensors`` (by validation top-1) and ``state.pt``, which
+``last.safetensors``, ``best.safetensors`` (by validation top-1, then loss) and ``state.pt``, which
 holds everything needed to continue the run exactly (``Trainer(..., resume=True)``).
 Only the main process prints and writes.
 """
@@ -37,7 +37,9 @@ from ..data.mixup import Mixup
 from ..errors import ConfigError, TesseraError
 from ..registry import create_model
 from . import distributed
-from .checkpoint import load_state, rng_state, save_state, save_weights, set_rng_state, write_text_atomic
+from ..weights import load_checkpoint
+from .checkpoint import (load_state, load_trained_model, rng_state, save_state, save_weights, set_rng_state,
+                         write_text_atomic)
 from .ema import ModelEma
 from .evaluation import autocast, evaluate
 from .losses import classification_loss
@@ -139,7 +141,7 @@ class Trainer:
         self.step_in_epoch = 0
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
-        self.best_top1 = -math.inf
+        self.best = (-math.inf, -math.inf)  # (validation top-1, minus validation loss) of best.safetensors
         self.nan_in_row = 0
         self.nan_total = 0
         self.epoch_sums = {"loss": 0.0, "count": 0.0}
@@ -175,8 +177,6 @@ class Trainer:
         args["num_classes"] = len(self.classes)
         model = create_model(m.name, **args)
         if m.pretrained:
-            from ..weights import load_checkpoint
-
             load_checkpoint(model, m.pretrained, use_ema=m.pretrained_ema, verbose=self.info.is_main)
         if m.grad_checkpointing:
             model.set_grad_checkpointing(True)
@@ -221,7 +221,7 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(), "ema": self.ema.module.state_dict() if self.ema else None,
             "rng": rng, "rng_torch_per_rank": torch_states, "history": self.history,
-            "best_top1": self.best_top1, "nan_in_row": self.nan_in_row, "nan_total": self.nan_total,
+            "best": list(self.best), "nan_in_row": self.nan_in_row, "nan_total": self.nan_total,
             "epoch_sums": dict(self.epoch_sums),
             "skipped": {k: dict(v.seen) for k, v in self.skipped.items()},
             "world_size": self.info.world_size,
@@ -244,7 +244,7 @@ class Trainer:
             self.ema.module.load_state_dict(state["ema"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step, self.history = state["global_step"], list(state["history"])
-        self.best_top1, self.nan_in_row, self.nan_total = state["best_top1"], state["nan_in_row"], state["nan_total"]
+        self.best, self.nan_in_row, self.nan_total = tuple(state["best"]), state["nan_in_row"], state["nan_total"]
         self.epoch_sums = dict(state["epoch_sums"])
         for split, seen in state["skipped"].items():
             if split in self.skipped:
@@ -410,8 +410,11 @@ class Trainer:
         best_weights = None
         for prefix, weights in (("val", "model"), ("ema_val", "ema")):
             top1 = val_stats.get(f"{prefix}_top1")
-            if top1 is not None and top1 > self.best_top1:
-                self.best_top1, best_weights = top1, weights
+            # the best top-1; among equal ones (a small validation set has few distinct
+            # values), the lowest loss
+            score = (top1, -val_stats.get(f"{prefix}_loss", math.inf)) if top1 is not None else None
+            if score is not None and score > self.best:
+                self.best, best_weights = score, weights
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
         self.epoch_sums = {"loss": 0.0, "count": 0.0}
         if self.info.is_main:
@@ -420,7 +423,7 @@ class Trainer:
             if best_weights is not None:
                 module = self.model if best_weights == "model" else self.ema.module
                 save_weights(self.output / "best.safetensors", module.state_dict(),
-                             {**self.run_info(best_weights), "epoch": row["epoch"], "val_top1": self.best_top1})
+                             {**self.run_info(best_weights), "epoch": row["epoch"], "val_top1": self.best[0]})
         self.save_state()
         if self.info.is_main:
             write_metrics(self.output / "metrics.jsonl", self.history)
@@ -451,8 +454,9 @@ class Trainer:
                 break
             evaluate_now = (self.epoch + 1) % r.train.eval_every == 0 or self.epoch + 1 == r.schedule.epochs
             self.end_epoch(train_stats, self.validate() if evaluate_now else {})
-        summary = {"epochs": self.epoch, "steps": self.global_step, "best_val_top1": self.best_top1
-                   if self.best_top1 > -math.inf else None, "skipped_samples": {k: len(v) for k, v in self.skipped.items()},
+        summary = {"epochs": self.epoch, "steps": self.global_step,
+                   "best_val_top1": self.best[0] if self.best[0] > -math.inf else None,
+                   "skipped_samples": {k: len(v) for k, v in self.skipped.items()},
                    "nan_steps": self.nan_total, "finished": self.epoch >= r.schedule.epochs}
         if summary["finished"] and r.data.test_root:
             summary["test"] = self.test()
@@ -464,8 +468,6 @@ class Trainer:
 
     def test(self) -> dict[str, Any]:
         """Evaluate the best weights (else the last) on ``data.test_root``; writes ``test.json``."""
-        from .checkpoint import load_trained_model
-
         d = self.recipe.data
         test_set = build_dataset(d, "test", classes=self.classes, seed=self.recipe.train.seed)
         loader = build_loader(test_set, ShardSampler(len(test_set), self.info.rank, self.info.world_size),
