@@ -108,6 +108,13 @@ def test_any_recipe_trains_on_image_folders_then_evaluate_and_predict(folders, t
     assert after["head.weight"].shape == (2, start["head.weight"].shape[1])
     # one warm-up step (lr 1e-5) away from the pretrained backbone
     assert max((after[k] - v).abs().max().item() for k, v in start.items() if not k.startswith("head.")) < 1e-3
+    capsys.readouterr()
+    # resuming from the command line: its own recipe, plus overrides
+    assert main(["train", "--resume", str(tuned), "train.max_steps=2"]) == 0
+    assert "stopped after step 2; continue with: tessera train --resume" in capsys.readouterr().out
+    assert load_state(tuned / "state.pt")["global_step"] == 2
+    assert main(["train", "--resume", str(tuned), "--config", "demo"]) == 2
+    assert "leave out --config" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -233,8 +240,9 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     if not torchrun.exists():
         pytest.skip("torchrun is not installed beside this Python")
     train = write_digit_folder(tmp_path / "train")
-    common = ["train", "--config", "demo", f"data.root={train}", "data.val_root=null", *TINY,
-              "train.max_steps=4", "train.threads=1", "optim.accum_steps=2"]
+    val = write_digit_folder(tmp_path / "val", per_class=5, split="val")  # 15: not a multiple of 2
+    common = ["train", "--config", "demo", f"data.root={train}", f"data.val_root={val}", *TINY,
+              "schedule.epochs=1", "schedule.warmup_epochs=0", "train.threads=1", "optim.accum_steps=2"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "tessera", *common, "--output", str(tmp_path / "one")],
                          env=env, capture_output=True, text=True, timeout=300)
@@ -243,7 +251,11 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
                           "--output", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr
     a, b = load_state(tmp_path / "one" / "state.pt"), load_state(tmp_path / "two" / "state.pt")
-    assert a["global_step"] == b["global_step"] == 4 and b["world_size"] == 2
+    assert a["global_step"] == b["global_step"] == 6 and b["world_size"] == 2
+    # validation is shared out and summed: the same scores over the same 15 images
+    ha, hb = a["history"][0], b["history"][0]
+    assert ha["val_top1"] == hb["val_top1"] and ha["val_loss"] == pytest.approx(hb["val_loss"], rel=1e-4)
+    assert ha["train_loss"] == pytest.approx(hb["train_loss"], rel=1e-4)
     for k, w in a["model"].items():
         torch.testing.assert_close(b["model"][k], w, rtol=1e-5, atol=1e-6)
     # and the weights moved far more than that tolerance from where both runs started

@@ -112,7 +112,7 @@ class Trainer:
 
         # the model, initialised identically on every process
         torch.manual_seed(seed)
-        self.model = self._build_model().to(info.device)
+        self.model = self._build_model(load_pretrained=not resume).to(info.device)
         cfg = self.model.default_cfg
         self.mean = tuple(d.mean or cfg["mean"])
         self.std = tuple(d.std or cfg["std"])
@@ -169,14 +169,16 @@ class Trainer:
         elif info.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
-    def _build_model(self) -> nn.Module:
+    def _build_model(self, load_pretrained: bool = True) -> nn.Module:
+        """The recipe's model for the data's classes; ``model.pretrained`` is loaded for a new
+        run (a resumed one has its weights in its state)."""
         m, d = self.recipe.model, self.recipe.data
         args = {**data_kind(d.kind).model_kwargs(d), **m.args}
         if args.get("num_classes", len(self.classes)) != len(self.classes):
             raise ConfigError(f"model.args.num_classes={args['num_classes']} but the data has {len(self.classes)} classes")
         args["num_classes"] = len(self.classes)
         model = create_model(m.name, **args)
-        if m.pretrained:
+        if m.pretrained and load_pretrained:
             load_checkpoint(model, m.pretrained, use_ema=m.pretrained_ema, verbose=self.info.is_main)
         if m.grad_checkpointing:
             model.set_grad_checkpointing(True)
