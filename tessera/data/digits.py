@@ -38,8 +38,8 @@ def digits_split(split: str) -> np.ndarray:
     parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     for c in range(10):
         idx = rng.permutation(np.flatnonzero(targets == c))
-        n_train = int(round(len(idx) * FRACTIONS["train"]))
-        n_val = int(round(len(idx) * FRACTIONS["val"]))
+        n_train = round(len(idx) * FRACTIONS["train"])
+        n_val = round(len(idx) * FRACTIONS["val"])
         parts["train"].append(idx[:n_train])
         parts["val"].append(idx[n_train : n_train + n_val])
         parts["test"].append(idx[n_train + n_val :])

@@ -35,15 +35,15 @@ class RandomResizedCropFlip:
         for _ in range(10):
             target = area * rng.uniform(*self.scale)
             aspect = math.exp(rng.uniform(*log_ratio))
-            w = int(round(math.sqrt(target * aspect)))
-            h = int(round(math.sqrt(target / aspect)))
+            w = round(math.sqrt(target * aspect))
+            h = round(math.sqrt(target / aspect))
             if 0 < w <= width and 0 < h <= height:
                 return int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1)), w, h
         in_ratio = width / height
         if in_ratio < min(self.ratio):
-            w, h = width, int(round(width / min(self.ratio)))
+            w, h = width, round(width / min(self.ratio))
         elif in_ratio > max(self.ratio):
-            w, h = int(round(height * max(self.ratio))), height
+            w, h = round(height * max(self.ratio)), height
         else:
             w, h = width, height
         return (width - w) // 2, (height - h) // 2, w, h
@@ -74,6 +74,6 @@ class ResizeCenterCrop:
             new = (max(1, int(short * w / h)), short)
         if new != img.size:
             img = img.resize(new, self.resample)
-        left = int(round((new[0] - self.size) / 2.0))
-        top = int(round((new[1] - self.size) / 2.0))
+        left = round((new[0] - self.size) / 2.0)
+        top = round((new[1] - self.size) / 2.0)
         return img.crop((left, top, left + self.size, top + self.size))

@@ -150,7 +150,7 @@ def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cp
 
 def rng_state() -> dict[str, Any]:
     """Every random generator the loop draws from, as plain tensors and numbers."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),

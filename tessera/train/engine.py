@@ -36,10 +36,17 @@ from ..data.loader import ShardSampler, SkippedSamples, StepSampler, build_loade
 from ..data.mixup import Mixup
 from ..errors import ConfigError, TesseraError
 from ..registry import create_model
-from . import distributed
 from ..weights import load_checkpoint
-from .checkpoint import (load_state, load_trained_model, rng_state, save_state, save_weights, set_rng_state,
-                         write_text_atomic)
+from . import distributed
+from .checkpoint import (
+    load_state,
+    load_trained_model,
+    rng_state,
+    save_state,
+    save_weights,
+    set_rng_state,
+    write_text_atomic,
+)
 from .ema import ModelEma
 from .evaluation import autocast, evaluate
 from .losses import classification_loss
@@ -127,7 +134,7 @@ class Trainer:
         s = r.schedule
         self.total_steps = s.epochs * self.steps_per_epoch
         self.schedule = WarmupCosine(
-            scaled_lr(r.optim.lr, r), self.total_steps, int(round(s.warmup_epochs * self.steps_per_epoch)),
+            scaled_lr(r.optim.lr, r), self.total_steps, round(s.warmup_epochs * self.steps_per_epoch),
             scaled_lr(s.warmup_lr, r), scaled_lr(s.min_lr, r),
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)

@@ -1,5 +1,6 @@
-"""Figures of a run: loss and accuracy curves per epoch, and a confusion matrix. Drawn
-with matplotlib's Agg backend (no display needed) and written atomically."""
+"""Figures of a run: loss and accuracy curves per epoch, and a confusion matrix. Drawn on
+matplotlib ``Figure`` objects rendered by Agg (no display, and no change to pyplot's
+backend of the caller) and written atomically."""
 
 from __future__ import annotations
 
@@ -8,19 +9,15 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from .checkpoint import atomic_path  # noqa: E402
+from .checkpoint import atomic_path
 
 
-def _save(fig, path: str | os.PathLike) -> None:
+def _save(fig: Figure, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
 
 
 def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
@@ -30,7 +27,8 @@ def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], 
 
 def plot_curves(history: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
     """Two panels: training and validation loss; validation top-1/top-5 (and the EMA's)."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for key, label in (("train_loss", "train"), ("val_loss", "validation"), ("ema_val_loss", "validation (EMA)")):
         x, y = _series(history, key)
         if x:
@@ -60,7 +58,8 @@ def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], p
     frac = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
     n = len(classes)
     side = min(16.0, max(4.0, 0.45 * n + 2))
-    fig, ax = plt.subplots(figsize=(side, side))
+    fig = Figure(figsize=(side, side))
+    ax = fig.subplots()
     ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
     if n <= 40:
         ax.set_xticks(range(n), classes, rotation=90)
