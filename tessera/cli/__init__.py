@@ -13,7 +13,9 @@ import logging
 import sys
 
 #: command modules, in the order ``tessera --help`` lists them
-COMMANDS = ["demo", "list_models", "summary", "convert", "inflate", "benchmark", "export"]
+COMMANDS = [
+    "demo", "train", "evaluate", "predict", "list_models", "summary", "convert", "inflate", "benchmark", "export",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,74 @@
+"""``tessera train --config RECIPE [key=value ...] --output DIR``: train or fine-tune a model.
+
+RECIPE is a shipped recipe by name (``tessera train --list``) or a YAML file; every key
+can be overridden on the command line (``optim.lr=1e-3 data.root=/data/train``).
+``--resume DIR`` continues a run where it stopped. Under ``torchrun`` every process runs
+this same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train or fine-tune a model from a recipe", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. optim.lr=1e-3")
+    p.add_argument("--config", "-c", help="a shipped recipe name or a YAML file")
+    p.add_argument("--output", "-o", help="the run directory (default: runs/<recipe name>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (its recipe, its state)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in the output directory")
+    p.add_argument("--list", action="store_true", help="list the shipped recipes and exit")
+    p.set_defaults(func=run)
+
+
+def recipe_for(args: argparse.Namespace):
+    """The recipe of a new run (``--config``) or of the run to resume (``--resume``)."""
+    from ..errors import ConfigError, TesseraError
+    from ..train.recipe import apply_overrides, load_recipe, recipe_from_dict
+
+    if args.resume:
+        if args.config:
+            raise ConfigError("--resume continues a run with its own recipe; leave out --config")
+        run_json = Path(args.resume) / "run.json"
+        if not run_json.is_file():
+            raise TesseraError(f"{args.resume}: not a run directory (no run.json)")
+        return recipe_from_dict(apply_overrides(json.loads(run_json.read_text())["recipe"], args.overrides))
+    if not args.config:
+        raise ConfigError("give a recipe with --config NAME (tessera train --list shows the shipped ones)")
+    return load_recipe(args.config, args.overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import Trainer, shipped_recipes
+
+    if args.list:
+        for name in shipped_recipes():
+            print(name)
+        return 0
+    recipe = recipe_for(args)
+    output = args.resume or args.output or str(Path("runs") / Path(args.config).stem)
+    trainer = Trainer(recipe, output, resume=bool(args.resume), overwrite=args.overwrite)
+    try:
+        summary = trainer.fit()
+    finally:
+        trainer.close()
+    if trainer.info.is_main:
+        print(finish_message(summary, output))
+    return 0
+
+
+def finish_message(summary: dict, output: str) -> str:
+    if not summary["finished"]:
+        return f"stopped after step {summary['steps']}; continue with: tessera train --resume {output}"
+    lines = [f"done: {summary['epochs']} epochs, {summary['steps']} steps; weights and metrics in {output}"]
+    if summary["best_val_top1"] is not None:
+        lines.append(f"best validation top-1: {summary['best_val_top1']:.2f} %")
+    if "test" in summary:
+        t = summary["test"]
+        lines.append(f"test top-1: {t['top1']:.2f} %  top-5: {t['top5']:.2f} %  ({t['num_samples']} samples)")
+    lines.append(f"evaluate: tessera evaluate --checkpoint {output} --data TEST_DIR")
+    return "\n".join(lines)

@@ -1,0 +1,130 @@
+"""Data for training and evaluation: readers, built-in data sets, worker-side crops,
+device-side augmentation and mixup, samplers and loaders.
+
+The training loop knows data only through :func:`build_dataset` and
+:func:`build_augment`, which dispatch on the recipe's ``data.kind``. A kind of data (images
+here; videos elsewhere) registers a :class:`DataKind` with :func:`register_data_kind`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..errors import ConfigError, DataError
+from .augment import ImageAugment
+from .digits import Digits
+from .images import BadSample, ImageDataset, ImageFolder
+from .mixup import Mixup
+from .transforms import RandomResizedCropFlip, ResizeCenterCrop
+
+if TYPE_CHECKING:
+    from ..train.recipe import AugmentConfig, DataConfig
+
+__all__ = [
+    "BadSample", "DataKind", "Digits", "ImageAugment", "ImageDataset", "ImageFolder", "Mixup",
+    "build_augment", "build_dataset", "data_kind", "register_data_kind", "split_root",
+]
+
+#: the recipe key of each split's source
+SPLIT_KEYS = {"train": "root", "val": "val_root", "test": "test_root"}
+
+
+@dataclass(frozen=True)
+class DataKind:
+    """What the loop needs from a kind of data.
+
+    Attributes:
+        build: ``(data_cfg, source, split, classes, seed) -> Dataset`` whose items are
+            ``(uint8 tensor, label)`` or :class:`BadSample`; ``split`` is ``train``
+            (random crops) or ``val``/``test`` (deterministic); ``classes`` fixes the class
+            order (``None`` for the training set, which defines it). The data set has
+            ``classes`` and ``set_epoch(epoch)``.
+        augment: ``(data_cfg, augment_cfg or None, mean, std) -> nn.Module`` mapping a device
+            batch of ``uint8`` samples to the model's normalised input; ``None`` for evaluation.
+        model_kwargs: ``data_cfg -> dict`` of constructor arguments the model needs to fit
+            the data (``img_size`` for images).
+    """
+
+    build: Callable[..., Dataset]
+    augment: Callable[..., nn.Module]
+    model_kwargs: Callable[[Any], dict]
+
+
+_KINDS: dict[str, DataKind] = {}
+
+
+def register_data_kind(name: str, kind: DataKind) -> None:
+    _KINDS[name] = kind
+
+
+def data_kind(name: str) -> DataKind:
+    if name not in _KINDS:
+        raise ConfigError(f"data.kind: unknown kind {name!r}; known kinds: {', '.join(sorted(_KINDS))}")
+    return _KINDS[name]
+
+
+def split_root(cfg: DataConfig, split: str) -> str | None:
+    return getattr(cfg, SPLIT_KEYS[split])
+
+
+def build_dataset(cfg: DataConfig, split: str = "train", classes: Sequence[str] | None = None,
+                  seed: int = 0, source: str | None = None) -> Dataset:
+    """The data set of ``split`` (``train``, ``val`` or ``test``) from the recipe's data
+    section, or from ``source`` when given (a folder or a built-in set)."""
+    source = source if source is not None else split_root(cfg, split)
+    if not source:
+        raise ConfigError(f"data.{SPLIT_KEYS[split]}: no data set given for the {split} split")
+    return data_kind(cfg.kind).build(cfg, str(source), split, classes, seed)
+
+
+def build_augment(cfg: DataConfig, augment: AugmentConfig | None, mean: Sequence[float],
+                  std: Sequence[float]) -> nn.Module:
+    """The device-side pipeline: training augmentation with ``augment``, else evaluation."""
+    return data_kind(cfg.kind).augment(cfg, augment, mean, std)
+
+
+# ---------------------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------------------
+
+#: built-in image sets: ``name -> (split, size, transform, seed) -> data set``; a source
+#: ``name`` or ``name:split`` selects one (the split defaults to the role's)
+BUILTIN_IMAGE_SETS: dict[str, Callable[..., ImageDataset]] = {"digits": Digits}
+
+
+def _image_transform(cfg: DataConfig, split: str):
+    if split == "train":
+        return RandomResizedCropFlip(cfg.img_size, cfg.scale, cfg.ratio, cfg.hflip, cfg.interpolation)
+    return ResizeCenterCrop(cfg.img_size, cfg.crop_pct, cfg.interpolation)
+
+
+def build_image_dataset(cfg: DataConfig, source: str, split: str, classes: Sequence[str] | None,
+                        seed: int) -> ImageDataset:
+    transform = _image_transform(cfg, split)
+    if Path(source).is_dir():
+        return ImageFolder(source, classes=classes, transform=transform, seed=seed)
+    name, _, which = source.partition(":")
+    if name in BUILTIN_IMAGE_SETS:
+        ds = BUILTIN_IMAGE_SETS[name](which or split, size=cfg.img_size, transform=transform, seed=seed)
+        if classes is not None and list(classes) != ds.classes:
+            raise DataError(f"{source}: its classes {ds.classes} are not the model's {list(classes)}")
+        return ds
+    raise DataError(f"{source}: no such directory (and not a built-in data set: {', '.join(BUILTIN_IMAGE_SETS)})")
+
+
+def build_image_augment(cfg: DataConfig, augment: AugmentConfig | None, mean, std) -> nn.Module:
+    if augment is None:
+        return ImageAugment(mean, std, train=False)
+    return ImageAugment(mean, std, train=True, randaugment_n=augment.randaugment_n,
+                        randaugment_m=augment.randaugment_m, randaugment_groups=augment.randaugment_groups,
+                        color_jitter=augment.color_jitter, reprob=augment.reprob)
+
+
+register_data_kind("image", DataKind(build_image_dataset, build_image_augment,
+                                     lambda cfg: {"img_size": cfg.img_size}))

@@ -1,0 +1,141 @@
+"""Image data sets: an ImageFolder reader and the base class the built-in sets share.
+
+Samples are decoded with Pillow and cropped to a fixed size in the DataLoader's worker
+processes; they leave the workers as ``uint8`` tensors ``(3, H, W)``. Augmentation that
+works on a whole batch runs later on the device (:mod:`tessera.data.augment`).
+
+A sample that cannot be read is not an error: it comes back as a :class:`BadSample` with its
+path and the reason, the collate function drops it and the loop reports it once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..errors import DataError
+
+#: file endings read as images (case-insensitive)
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
+
+#: what a transform gets and returns: a PIL image and a random generator -> a PIL image
+Transform = Callable[[Image.Image, np.random.Generator], Image.Image]
+
+
+@dataclass(frozen=True)
+class BadSample:
+    """A sample that could not be read: its index, where it lives and why."""
+
+    index: int
+    path: str
+    reason: str
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """A PIL RGB image as a ``uint8`` tensor ``(3, H, W)``."""
+    return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+
+
+class ImageDataset(Dataset):
+    """Base class: subclasses set ``classes`` and ``targets`` and implement :meth:`load`
+    (index to a PIL image) and :meth:`describe` (index to a path or name for messages).
+
+    ``transform`` receives a generator seeded by ``(seed, epoch, index)``: the random crop of
+    a sample depends only on those three numbers, not on the worker that made it, the
+    number of processes or where a resumed run restarted.
+    """
+
+    classes: list[str]
+    targets: list[int]
+
+    def __init__(self, transform: Transform | None = None, seed: int = 0) -> None:
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def load(self, index: int) -> Image.Image:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def describe(self, index: int) -> str:
+        return f"sample {index}"
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | BadSample:
+        try:
+            img = self.load(index)
+            if self.transform is not None:
+                img = self.transform(img, np.random.default_rng((self.seed, self.epoch, index)))
+            return pil_to_tensor(img), self.targets[index]
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return BadSample(index, self.describe(index), reason)
+
+
+def find_classes(root: Path) -> list[str]:
+    """The sub-directories of ``root`` (hidden ones aside), sorted: the class order."""
+    return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+
+
+def _images_under(folder: Path) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out += [Path(dirpath) / f for f in sorted(filenames)
+                if f.lower().endswith(IMG_EXTENSIONS) and not f.startswith(".")]
+    return out
+
+
+class ImageFolder(ImageDataset):
+    """``root/<class>/**/*.jpg`` (any of :data:`IMG_EXTENSIONS`); classes in sorted order.
+
+    Args:
+        root: the folder of class folders.
+        classes: the class names to use (a validation folder takes the training folder's
+            classes so that indices agree); a folder of another name is an error. By default,
+            the sub-directories of ``root``.
+        transform: worker-side crop (see :mod:`tessera.data.transforms`).
+        seed: the seed of the per-sample random generators.
+    """
+
+    def __init__(self, root: str | os.PathLike, classes: Sequence[str] | None = None,
+                 transform: Transform | None = None, seed: int = 0) -> None:
+        super().__init__(transform, seed)
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: no such directory")
+        found = find_classes(self.root)
+        if classes is None:
+            classes = found
+        else:
+            unknown = sorted(set(found) - set(classes))
+            if unknown:
+                raise DataError(f"{self.root}: class folders not among the model's {len(classes)} classes: "
+                                f"{', '.join(unknown[:10])}")
+        self.classes = list(classes)
+        self.samples: list[tuple[str, int]] = []
+        for idx, name in enumerate(self.classes):
+            if (self.root / name).is_dir():
+                self.samples += [(str(p), idx) for p in _images_under(self.root / name)]
+        if not self.samples:
+            raise DataError(f"{self.root}: no images found (expected {self.root}/<class>/<image>"
+                            f" with one of {', '.join(IMG_EXTENSIONS)})")
+        self.targets = [t for _, t in self.samples]
+
+    def load(self, index: int) -> Image.Image:
+        with Image.open(self.samples[index][0]) as img:
+            return img.convert("RGB")
+
+    def describe(self, index: int) -> str:
+        return self.samples[index][0]
