@@ -42,7 +42,8 @@ class BenchResult:
     device: str
     threads: int
     gmacs_per_sample: float
-    matmul_tflops: float
+    matmul_tflops: float  # the fastest GEMM reachable here (see matmul_rates)
+    matmul_rates: dict[str, float]
     ours: Timing
     peer: Timing | None = None
     peer_max_abs_diff: float | None = None
@@ -65,22 +66,32 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_tflops(dtype: torch.dtype, device: torch.device, n: int = 2048, iters: int = 10) -> float:
-    """FLOP/s (in TFLOP/s) of an ``n x n x n`` matrix product on this machine, now."""
+def matmul_rates(dtype: torch.dtype, device: torch.device, n: int = 2048, iters: int = 10) -> dict[str, float]:
+    """TFLOP/s of an ``n x n x n`` matrix product on this machine, now, with each GEMM that
+    PyTorch can reach here: the default (``torch.mm``: the BLAS library on CPU) and, on CPU,
+    oneDNN's (which tessera's linear layers use)."""
     if device.type == "cpu" and dtype == torch.float16:
         dtype = torch.float32  # no fast fp16 GEMM on CPU; autocast fp16 runs fp32 kernels there
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    _sync(device)
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        a @ b
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(times) / 1e12
+    kernels = {"torch.mm": lambda: a @ b}
+    onednn = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if device.type == "cpu" and onednn is not None and torch.backends.mkldnn.is_available():
+        kernels["oneDNN"] = lambda: onednn(a, b, None, "none", [], "")
+    rates = {}
+    with torch.no_grad():
+        for name, fn in kernels.items():
+            for _ in range(2):
+                fn()
+            _sync(device)
+            times = []
+            for _ in range(iters):
+                t = time.perf_counter()
+                fn()
+                _sync(device)
+                times.append(time.perf_counter() - t)
+            rates[name] = 2 * n**3 / statistics.median(times) / 1e12
+    return rates
 
 
 def make_step(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, train: bool) -> Callable[[], None]:
@@ -183,12 +194,14 @@ def benchmark(
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     timings = time_rounds(fns, dev, warmup, iters, rounds, input_shape[0])
-    rate = matmul_tflops(torch_dtype, dev)
+    rates = matmul_rates(torch_dtype, dev)
+    rate = max(rates.values())
     work = 2 * macs * (3 if train else 1)  # backward costs about twice the forward
     ours = timings["tessera"]
     result = BenchResult(
         model=name, input_shape=tuple(input_shape), dtype=dtype, mode="train" if train else "inference",
         device=str(dev), threads=torch.get_num_threads(), gmacs_per_sample=macs / 1e9, matmul_tflops=rate,
+        matmul_rates=rates,
         ours=ours, peer=next((t for k, t in timings.items() if k != "tessera"), None), peer_max_abs_diff=diff,
         fraction_of_matmul=work * ours.samples_per_s / (rate * 1e12), peak_memory_mib=peak_memory_mib(dev),
         notes=notes,
@@ -207,8 +220,11 @@ def format_result(r: BenchResult) -> str:
                      f"  (max |diff| of outputs {r.peer_max_abs_diff:.2e})")
         lines.append(f"  ratio tessera / {r.peer.name}: {r.ratio:.2f}x")
     lines += [
-        f"  {r.gmacs_per_sample:.3f} GMACs per sample; matmul rate here now {r.matmul_tflops * 1e3:.0f} GFLOP/s "
-        f"({r.dtype}); tessera reaches {100 * r.fraction_of_matmul:.0f}% of it",
+        f"  {r.gmacs_per_sample:.3f} GMACs per sample; matrix product here now ({r.dtype}, 2048^3): "
+        + ", ".join(f"{k} {v * 1e3:.0f} GFLOP/s" for k, v in r.matmul_rates.items()),
+        f"  tessera reaches {100 * r.fraction_of_matmul:.0f}% of the fastest"
+        + (" (model FLOPs x throughput; training counts 3x the forward)" if r.mode == "train" else
+           " (model FLOPs x throughput)"),
         f"  peak memory {r.peak_memory_mib:.0f} MiB ({'allocated on the GPU' if r.device.startswith('cuda') else 'resident, whole process'})",
     ]
     lines += [f"  note: {n}" for n in r.notes]
@@ -265,7 +281,7 @@ def peer_model(library: str, name: str, model: nn.Module) -> nn.Module:
         except ImportError:
             raise TesseraError("--compare torchvision needs torchvision installed in this environment") from None
         builder = getattr(tvv if name.startswith("video") else tvm, TORCHVISION_NAMES[name])
-        peer = builder(num_classes=model.num_classes, stochastic_depth_prob=drop_path)
+        peer = builder(num_classes=model.num_classes)  # its own stochastic depth, as ours: the paper's
     else:
         raise TesseraError(f"unknown peer library {library!r}; use timm or torchvision")
     load_checkpoint(model, peer.state_dict(), strict=True, verbose=False)

@@ -68,6 +68,35 @@ def test_fused_linear_is_off_where_gradients_flow():
     assert lin.weight.grad is not None
 
 
+@pytest.mark.parametrize("with_bias,gelu,residual", [(True, False, False), (False, False, False), (True, True, False),
+                                                      (True, False, True)])
+def test_onednn_linear_gradients_equal_plain_linear(with_bias, gelu, residual):
+    """The training path of ``fused.linear``/``linear_add`` (oneDNN forward and input gradient)
+    against ``F.linear`` with autograd."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    w = torch.randn(6, 8, requires_grad=True)
+    b = torch.randn(6, requires_grad=True) if with_bias else None
+    r = torch.randn(2, 5, 6, requires_grad=True)
+    leaves = [t for t in (x, w, b, r) if t is not None]
+    if residual:
+        out = fused.linear_add(x, w, b, r)
+        expected = r + torch.nn.functional.linear(x, w, b)
+    else:
+        out = fused.linear(x, w, b, gelu=gelu)
+        expected = torch.nn.functional.linear(x, w, b)
+        expected = torch.nn.functional.gelu(expected) if gelu else expected
+    g = torch.randn_like(out)
+    got = torch.autograd.grad(out, leaves, g, allow_unused=True)
+    want = torch.autograd.grad(expected, leaves, g, allow_unused=True)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    for a, e in zip(got, want):
+        if e is None:
+            assert a is None or not a.abs().sum()
+        else:
+            torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+
+
 def test_bias_cache_follows_the_table():
     fast, ref = _pair(False)
     x = torch.randn(1, 3, 64, 64)

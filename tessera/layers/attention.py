@@ -182,14 +182,13 @@ class WindowAttention(Attention):
 
     # -- fast path -------------------------------------------------------------------------
 
-    def _frozen_bias(self, plan: WindowPlan, shifted: bool, batch: int) -> torch.Tensor:
-        """The additive term of one block when the table needs no gradient, in the shape the
-        fused kernel wants: ``(1, h, N, N)`` for regular windows (broadcast over every
-        window), ``(B * nW, h, N, N)`` for shifted ones (the bias plus each window's mask,
-        repeated over the batch: the kernel cannot broadcast a per-window term over images).
-        Cached per plan and batch size until the table changes."""
+    def _frozen_bias(self, plan: WindowPlan, shifted: bool, dtype: torch.dtype, batch: int) -> torch.Tensor:
+        """The bias (plus, for shifted windows, the mask) of one block when the table needs no
+        gradient, cached per plan, dtype and batch until the table changes: ``(1, h, N, N)``
+        for regular windows, ``(B * nW, h, N, N)`` for shifted ones (repeated over the images:
+        the fused kernel cannot broadcast a per-window term over images)."""
         masked = shifted and plan.mask is not None
-        key = (plan.grid, plan.window, plan.shift, masked, batch if masked else 0, plan.device)
+        key = (plan.grid, plan.window, plan.shift, masked, batch if masked else 0, plan.device, dtype)
         version = self.relative_position_bias_table._version
         caching = not torch.compiler.is_compiling()
         if caching:
@@ -197,34 +196,42 @@ class WindowAttention(Attention):
             if hit is not None and hit[0] == version:
                 return hit[1]
         with outside_inference_mode(), torch.no_grad():  # the table needs no gradient here
-            bias = self.relative_position_bias(plan.window).unsqueeze(0)
+            bias = self._live_bias(plan, masked)
             if masked:
-                n = plan.tokens_per_window
-                bias = bias + plan.mask.unsqueeze(1)
-                bias = bias.expand(batch, -1, -1, -1, -1).reshape(-1, self.num_heads, n, n)
+                bias = bias.expand(batch, -1, -1, -1, -1).reshape(-1, *bias.shape[1:])
+            bias = bias.to(dtype)
         if caching:
-            if len(self._bias_cache) > 16:
+            if len(self._bias_cache) > 32:
                 self._bias_cache.clear()
             self._bias_cache[key] = (version, bias)
         return bias
 
+    def _live_bias(self, plan: WindowPlan, masked: bool) -> torch.Tensor:
+        """``(1, h, N, N)``, or ``(nW, h, N, N)`` with the shift mask added."""
+        bias = self.relative_position_bias(plan.window).unsqueeze(0)
+        return bias + plan.mask.unsqueeze(1).to(bias.dtype) if masked else bias
+
     def _attend_windows(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: WindowPlan, shifted: bool,
                         batch: int) -> torch.Tensor:
-        """q, k, v: ``(B * nW, h, N, d)`` -> ``(B * nW, h, N, d)``."""
-        training_table = torch.is_grad_enabled() and self.relative_position_bias_table.requires_grad
-        if self.fused and not training_table:
-            bias = self._frozen_bias(plan, shifted, batch)
+        """q, k, v: ``(B * nW, h, N, d)`` -> ``(B * nW, h, N, d)``.
+
+        Two cases, by what is fastest (measured on CPU):
+        * the table needs no gradient: one fused kernel, with the bias and mask repeated over
+          the batch (cached);
+        * the table learns: a fused kernel would fall back to its slow general form to give
+          the bias a gradient, so the scores are written out, the bias broadcast over images.
+        """
+        n, h = plan.tokens_per_window, self.num_heads
+        masked = shifted and plan.mask is not None
+        frozen = not (torch.is_grad_enabled() and self.relative_position_bias_table.requires_grad)
+        if self.fused and frozen:
+            bias = self._frozen_bias(plan, shifted, q.dtype, batch)
             return attend(q, k, v, bias, self.scale, self._dropout_p(), fused=True)
-        # The table learns: a fused kernel would fall back to its slow general form to give
-        # the bias a gradient, so write it out with broadcasting (no per-image bias copy).
-        n = plan.tokens_per_window
-        bias = self.relative_position_bias(plan.window).unsqueeze(0)  # (1, h, N, N)
-        if shifted and plan.mask is not None:
-            bias = bias + plan.mask.unsqueeze(1).to(bias.dtype)  # (nW, h, N, N)
+        bias = self._live_bias(plan, masked)
         attn = (q * self.scale) @ k.transpose(-2, -1)
-        attn = (attn.view(batch, -1, self.num_heads, n, n) + bias).view_as(attn)
+        attn = (attn.view(batch, -1, h, n, n) + bias).view_as(attn)
         attn = self.attn_drop(attn.softmax(dim=-1))
-        return attn @ v
+        return attn.to(v.dtype) @ v
 
     def forward_windows(
         self, x: torch.Tensor, plan: WindowPlan, shifted: bool, residual: torch.Tensor | None = None

@@ -1,11 +1,19 @@
-"""Linear layers with their epilogue (bias, GELU, residual add) in one kernel, for inference.
+"""Linear layers on oneDNN's matrix product, with their epilogue (bias, GELU, residual add)
+in the same kernel.
 
-On CPU, ``torch.nn.functional.linear`` copies the bias into its output before the matrix
-product and GELU and the residual add each take another pass over memory. oneDNN's
-``mkldnn._linear_pointwise`` does all of it inside the GEMM. It has no autograd formula, so
-it is used only where no gradient is needed (``torch.no_grad`` / ``inference_mode``), on CPU,
-outside ``torch.compile`` (which makes its own fusions); everywhere else these functions are
-the plain ``F.linear`` expressions they replace.
+On CPU, ``torch.nn.functional.linear`` in fp32 goes to the BLAS library's GEMM, copies the
+bias into its output before the product, and GELU and the residual add each take another
+pass over memory. oneDNN's ``mkldnn._linear_pointwise`` does the epilogue inside the GEMM,
+and its fp32 GEMM is much faster on some processors (twice as fast on the AMD EPYC of the
+benchmarks in BENCHMARKS.md).
+
+* Inference (no gradient): the whole expression is one oneDNN call, in fp32 or half
+  precision (CPU autocast applied by hand: the op is not on autocast's lists).
+* Training in fp32: a small autograd function runs the forward and the input gradient on
+  oneDNN; the weight gradient stays with BLAS (which takes the transposed operands without
+  copying them) and the bias gradient is a sum.
+* Elsewhere (GPU, ``torch.compile`` -- which makes its own fusions --, half-precision
+  training, no oneDNN): the plain expressions these functions stand for.
 """
 
 from __future__ import annotations
@@ -19,32 +27,87 @@ _enabled = True
 
 
 def set_fused_linear(enable: bool) -> None:
-    """Switch the oneDNN epilogue fusions on or off (for comparisons)."""
+    """Switch the oneDNN path on or off (for comparisons)."""
     global _enabled
     _enabled = enable
 
 
-def _fusable(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    if not (_AVAILABLE and _enabled) or x.device.type != "cpu" or torch.compiler.is_compiling():
-        return False
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return False
-    return x.dtype == weight.dtype and x.dtype in (torch.float32, torch.bfloat16)
+def _on_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (
+        _AVAILABLE and _enabled and x.device.type == "cpu" and not torch.compiler.is_compiling()
+        and x.dtype == weight.dtype and x.dtype in (torch.float32, torch.bfloat16)
+    )
+
+
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _cast(param: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``param.to(dtype)``, kept on the parameter until it changes (inference only: casting
+    every weight on every call costs a pass over all of them)."""
+    if param.dtype == dtype or torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return param.to(dtype)
+    hit = getattr(param, "_tessera_cast", None)
+    if hit is not None and hit[0] == (param._version, dtype, param.data_ptr()):
+        return hit[1]
+    with torch.inference_mode(False):
+        cast = param.detach().to(dtype)
+    param._tessera_cast = ((param._version, dtype, param.data_ptr()), cast)
+    return cast
 
 
 def _autocast(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
-    """Apply CPU autocast by hand: the oneDNN op is not on autocast's lists."""
     if torch.is_autocast_enabled("cpu"):
         dtype = torch.get_autocast_dtype("cpu")
-        x, weight = x.to(dtype), weight.to(dtype)
-        bias = bias.to(dtype) if bias is not None else None
+        x, weight = x.to(dtype), _cast(weight, dtype)
+        bias = _cast(bias, dtype) if bias is not None else None
     return x, weight, bias
+
+
+class _Linear(torch.autograd.Function):
+    """``F.linear`` (and optionally ``+ residual``) with the forward and the input gradient on
+    oneDNN. ``x`` is 2-D and contiguous."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, residual):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias, ctx.has_residual = bias is not None, residual is not None
+        if residual is not None:
+            return _OP.binary(x, residual, weight, bias, "add")
+        return _OP(x, weight, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _OP(grad, weight.t().contiguous(), None, "none", [], "")
+        if ctx.needs_input_grad[1]:
+            grad_w = grad.t() @ x
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum(0)
+        return grad_x, grad_w, grad_b, grad if ctx.has_residual and ctx.needs_input_grad[3] else None
+
+
+def _train_linear(x, weight, bias, residual=None) -> torch.Tensor:
+    shape = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1]).contiguous()
+    r2 = residual.reshape(-1, residual.shape[-1]).contiguous() if residual is not None else None
+    return _Linear.apply(x2, weight, bias, r2).view(*shape, weight.shape[0])
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False) -> torch.Tensor:
     """``F.linear(x, weight, bias)``, followed by exact (erf) GELU when ``gelu``."""
+    if _needs_grad(x, weight, bias):
+        if _on_onednn(x, weight) and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
+            y = _train_linear(x, weight, bias)
+        else:
+            y = F.linear(x, weight, bias)
+        return F.gelu(y) if gelu else y
     xc, w, b = _autocast(x, weight, bias)
-    if _fusable(xc, w) and xc.is_contiguous():
+    if _on_onednn(xc, w) and xc.is_contiguous():
         return _OP(xc, w, b, "gelu" if gelu else "none", [], "none" if gelu else "")
     y = F.linear(x, weight, bias)
     return F.gelu(y) if gelu else y
@@ -52,7 +115,12 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gel
 
 def linear_add(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor) -> torch.Tensor:
     """``residual + F.linear(x, weight, bias)``."""
+    if _needs_grad(x, weight, bias, residual):
+        if (_on_onednn(x, weight) and x.dtype == residual.dtype == torch.float32
+                and not torch.is_autocast_enabled("cpu")):
+            return _train_linear(x, weight, bias, residual)
+        return residual + F.linear(x, weight, bias)
     xc, w, b = _autocast(x, weight, bias)
-    if _fusable(xc, w) and xc.is_contiguous() and residual.is_contiguous() and residual.dtype == xc.dtype:
+    if _on_onednn(xc, w) and xc.is_contiguous() and residual.is_contiguous() and residual.dtype == xc.dtype:
         return _OP.binary(xc, residual, w, b, "add")
     return residual + F.linear(x, weight, bias)

@@ -44,13 +44,12 @@ class Mlp(nn.Module):
         """``fc2(act(fc1(x)))``; with ``residual``, ``residual + fc2(act(fc1(x)))`` with the
         bias, GELU and residual add fused into the matrix products where possible (dropout
         must be inactive then)."""
-        if residual is None:
-            x = self.drop1(self.act(self.fc1(x)))
-            return self.drop2(self.fc2(x))
         exact_gelu = isinstance(self.act, nn.GELU) and self.act.approximate == "none"
         x = fused.linear(x, self.fc1.weight, self.fc1.bias, gelu=exact_gelu)
         if not exact_gelu:
             x = self.act(x)
+        if residual is None:
+            return self.drop2(fused.linear(self.drop1(x), self.fc2.weight, self.fc2.bias))
         return fused.linear_add(x, self.fc2.weight, self.fc2.bias, residual)
 
     def dropout_active(self) -> bool:

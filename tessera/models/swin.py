@@ -28,6 +28,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..layers import fused
 from ..layers.attention import WindowAttention
 from ..layers.drop import DropPath, drop_path_rates
 from ..layers.helpers import check_input, init_linear_trunc_normal, to_ntuple
@@ -144,7 +145,7 @@ class PatchMerging(nn.Module):
         n = x.dim()
         # (..., H/2, dh, W/2, dw, C) -> (..., H/2, W/2, dw, dh, C): channel block k = dh + 2 * dw
         x = x.permute(*range(n - 5), n - 5, n - 3, n - 2, n - 4, n - 1).reshape(*lead, h // 2, w // 2, 4 * c)
-        return self.reduction(self.norm(x))
+        return fused.linear(self.norm(x), self.reduction.weight, None)
 
 
 class SwinStage(nn.Module):
