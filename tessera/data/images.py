@@ -38,25 +38,35 @@ class BadSample:
     reason: str
 
 
+def error_reason(error: BaseException, path: str) -> str:
+    """The first line of an error's message without the path it names (reported beside it)."""
+    text = (getattr(error, "strerror", None) or str(error)).strip()
+    text = text.splitlines()[0] if text else type(error).__name__
+    return text[len(path) + 2 :] if text.startswith(f"{path}: ") else text
+
+
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """A PIL RGB image as a ``uint8`` tensor ``(3, H, W)``."""
     return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
 
 
-class ImageDataset(Dataset):
-    """Base class: subclasses set ``classes`` and ``targets`` and implement :meth:`load`
-    (index to a PIL image) and :meth:`describe` (index to a path or name for messages).
+class SampleDataset(Dataset):
+    """Base class of the data sets whose samples are read and cropped in the workers.
 
-    ``transform`` receives a generator seeded by ``(seed, epoch, index)``: the random crop of
-    a sample depends only on those three numbers, not on the worker that made it, the
-    number of processes or where a resumed run restarted.
+    Subclasses set ``classes`` and ``targets`` and implement :meth:`sample` (index and
+    random generator to a ``uint8`` tensor) and :meth:`describe` (index to a path or name
+    for messages). The generator is seeded by ``(seed, epoch, index)``: the random crop of a
+    sample depends only on those three numbers, not on the worker that made it, the number
+    of processes or where a resumed run restarted. A sample that raises one of
+    :attr:`read_errors` comes back as a :class:`BadSample`.
     """
 
     classes: list[str]
     targets: list[int]
+    #: exceptions that mean "this sample cannot be read" (anything else is a bug and raised)
+    read_errors: tuple[type[BaseException], ...] = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
-    def __init__(self, transform: Transform | None = None, seed: int = 0) -> None:
-        self.transform = transform
+    def __init__(self, seed: int = 0) -> None:
         self.seed = seed
         self.epoch = 0
 
@@ -66,7 +76,7 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def load(self, index: int) -> Image.Image:  # pragma: no cover - abstract
+    def sample(self, index: int, rng: np.random.Generator) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def describe(self, index: int) -> str:
@@ -74,13 +84,28 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | BadSample:
         try:
-            img = self.load(index)
-            if self.transform is not None:
-                img = self.transform(img, np.random.default_rng((self.seed, self.epoch, index)))
-            return pil_to_tensor(img), self.targets[index]
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return BadSample(index, self.describe(index), reason)
+            return self.sample(index, np.random.default_rng((self.seed, self.epoch, index))), self.targets[index]
+        except self.read_errors as e:
+            where = self.describe(index)
+            return BadSample(index, where, error_reason(e, where))
+
+
+class ImageDataset(SampleDataset):
+    """Base class of the image sets: subclasses implement :meth:`load` (index to a PIL
+    image); ``transform`` is the worker-side crop (:mod:`tessera.data.transforms`)."""
+
+    def __init__(self, transform: Transform | None = None, seed: int = 0) -> None:
+        super().__init__(seed)
+        self.transform = transform
+
+    def load(self, index: int) -> Image.Image:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def sample(self, index: int, rng: np.random.Generator) -> torch.Tensor:
+        img = self.load(index)
+        if self.transform is not None:
+            img = self.transform(img, rng)
+        return pil_to_tensor(img)
 
 
 def find_classes(root: Path) -> list[str]:
