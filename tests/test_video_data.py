@@ -201,6 +201,37 @@ def test_reading_frame_k_equals_decoding_to_k(tmp_path):
         assert video.read([0, 1], short_side=24).shape == (2, 24, 32, 3)
 
 
+def test_streams_without_timestamps_and_lying_indices_fall_back_to_decoding(tmp_path):
+    from tessera.data.video.io import _INDEX_CACHE, FrameCountChanged, FrameIndex, _cache_key
+
+    path = tmp_path / "square.mkv"
+    frames = moving_square(n=20)
+    write_video(path, frames)
+    with VideoFile(path) as video:
+        truth = video.read(range(20))
+        index = video.index
+    # packets without timestamps: the count comes from decoding once, frames by decoding on
+    _INDEX_CACHE[_cache_key(str(path))] = FrameIndex(20)
+    with VideoFile(path) as video:
+        assert np.array_equal(video.read([19, 4, 4]), truth[[19, 4, 4]])
+    # an index promising frames the file does not have: the count is corrected and cached,
+    # and the clip is sampled again from the frames that are there
+    step = index.pts[1] - index.pts[0]
+    longer = np.concatenate([index.pts, index.pts[-1] + step * np.arange(1, 11)])
+    _INDEX_CACHE[_cache_key(str(path))] = FrameIndex(30, longer, index.keyframes)
+    with VideoFile(path) as video:
+        assert np.array_equal(video.read([3, 5]), truth[[3, 5]])  # there: read as usual
+        with pytest.raises(FrameCountChanged, match="20 decodable frames, not the 30"):
+            video.read([25])
+        assert video.num_frames == 20
+    assert _INDEX_CACHE[_cache_key(str(path))].count == 20
+    _INDEX_CACHE[_cache_key(str(path))] = FrameIndex(30, longer, index.keyframes)
+    cfg = DataConfig(kind="video", img_size=16, clip_len=8, frame_interval=3, num_clips=1, num_crops=1, crop_pct=1.0)
+    with VideoFile(path) as video:  # 30 frames would start the clip at frame 3; 20 loop from 0
+        clip = ClipPipeline(cfg, "test")(video, np.random.default_rng(0))
+    assert clip.shape == (8, 16, 16, 3) and _INDEX_CACHE[_cache_key(str(path))].count == 20
+
+
 def test_frames_folder_is_read_in_name_order(tmp_path):
     frames = solid_colours(n=12, h=20, w=30)
     folder = tmp_path / "clip"
@@ -267,7 +298,7 @@ def test_video_folder_and_bad_videos_are_reported_and_skipped(tmp_path, caplog):
     # the loop's machinery: each reported once with its path, counted, too many stop the run
     skipped = SkippedSamples("train", len(ds), max_fraction=0.5)
     for _ in range(2):
-        x, y, bad_batch = collate_skipping_bad(items)
+        x, _, bad_batch = collate_skipping_bad(items)
         skipped.add(bad_batch)
     assert len(skipped) == 5 and x.shape == (7, 4, 16, 16, 3)
     for name in broken:
@@ -275,7 +306,7 @@ def test_video_folder_and_bad_videos_are_reported_and_skipped(tmp_path, caplog):
     with pytest.raises(DataError, match="5 of the 12 train samples could not be read"):
         SkippedSamples("train", len(ds), max_fraction=0.2).add(bad)
     test = build_dataset(cfg, "test", classes=ds.classes, source=str(root))
-    x, y = test[0]
+    x, _ = test[0]
     assert x.shape == (6, 4, 16, 16, 3) and test.num_views == 6
 
 

@@ -4,7 +4,6 @@ annotation lists, bad videos, fine-tuning from image weights, the video demo).""
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -114,7 +114,7 @@ class VideoAugment(ImageAugment):
             self.erasing = K.VideoSequential(self.erasing, **same)
 
     def _randaugment(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, t, h, w = x.shape
+        _, c, t, h, w = x.shape
         out = []
         for clips in x.chunk(self.groups):
             n = clips.shape[0]

@@ -113,6 +113,32 @@ def find_classes(root: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
 
 
+def class_folder_samples(root: Path, classes: Sequence[str] | None, files_under: Callable[[Path], list[Path]],
+                         none_found: str) -> tuple[list[str], list[tuple[str, int]]]:
+    """``(classes, [(path, label)])`` of a folder of class folders: ``files_under(class
+    folder)`` lists a class's samples. ``classes`` fixes the class order (a validation
+    folder takes the training folder's; a folder of another name is an error), by default
+    the sub-directories of ``root``. No sample at all is a DataError ``"{root}: no
+    {none_found}"``."""
+    if not root.is_dir():
+        raise DataError(f"{root}: no such directory")
+    found = find_classes(root)
+    if classes is None:
+        classes = found
+    else:
+        unknown = sorted(set(found) - set(classes))
+        if unknown:
+            raise DataError(f"{root}: class folders not among the model's {len(classes)} classes: "
+                            f"{', '.join(unknown[:10])}")
+    samples: list[tuple[str, int]] = []
+    for idx, name in enumerate(classes):
+        if (root / name).is_dir():
+            samples += [(str(p), idx) for p in files_under(root / name)]
+    if not samples:
+        raise DataError(f"{root}: no {none_found}")
+    return list(classes), samples
+
+
 def _images_under(folder: Path) -> list[Path]:
     out = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
@@ -138,24 +164,9 @@ class ImageFolder(ImageDataset):
                  transform: Transform | None = None, seed: int = 0) -> None:
         super().__init__(transform, seed)
         self.root = Path(root)
-        if not self.root.is_dir():
-            raise DataError(f"{self.root}: no such directory")
-        found = find_classes(self.root)
-        if classes is None:
-            classes = found
-        else:
-            unknown = sorted(set(found) - set(classes))
-            if unknown:
-                raise DataError(f"{self.root}: class folders not among the model's {len(classes)} classes: "
-                                f"{', '.join(unknown[:10])}")
-        self.classes = list(classes)
-        self.samples: list[tuple[str, int]] = []
-        for idx, name in enumerate(self.classes):
-            if (self.root / name).is_dir():
-                self.samples += [(str(p), idx) for p in _images_under(self.root / name)]
-        if not self.samples:
-            raise DataError(f"{self.root}: no images found (expected {self.root}/<class>/<image>"
-                            f" with one of {', '.join(IMG_EXTENSIONS)})")
+        self.classes, self.samples = class_folder_samples(
+            self.root, classes, _images_under, f"images found (expected {self.root}/<class>/<image> with one of "
+                                              f"{', '.join(IMG_EXTENSIONS)})")
         self.targets = [t for _, t in self.samples]
 
     def load(self, index: int) -> Image.Image:

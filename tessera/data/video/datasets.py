@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ...errors import DataError
-from ..images import SampleDataset, find_classes
+from ..images import SampleDataset, class_folder_samples
 from .clips import ClipPipeline, FrameSource
 from .io import READ_ERRORS, VIDEO_EXTENSIONS, frame_files, open_video
 
@@ -103,24 +103,9 @@ class VideoFolder(VideoFiles):
                  seed: int = 0) -> None:
         super().__init__(pipeline, seed)
         self.root = Path(root)
-        if not self.root.is_dir():
-            raise DataError(f"{self.root}: no such directory")
-        found = find_classes(self.root)
-        if classes is None:
-            classes = found
-        else:
-            unknown = sorted(set(found) - set(classes))
-            if unknown:
-                raise DataError(f"{self.root}: class folders not among the model's {len(classes)} classes: "
-                                f"{', '.join(unknown[:10])}")
-        self.classes = list(classes)
-        self.samples = []
-        for idx, name in enumerate(self.classes):
-            if (self.root / name).is_dir():
-                self.samples += [(str(p), idx) for p in _videos_under(self.root / name)]
-        if not self.samples:
-            raise DataError(f"{self.root}: no videos found (expected {self.root}/<class>/<video> with one of "
-                            f"{', '.join(VIDEO_EXTENSIONS)}, or folders of frame images)")
+        self.classes, self.samples = class_folder_samples(
+            self.root, classes, _videos_under, f"videos found (expected {self.root}/<class>/<video> with one of "
+                                               f"{', '.join(VIDEO_EXTENSIONS)}, or folders of frame images)")
         self.targets = [t for _, t in self.samples]
 
 

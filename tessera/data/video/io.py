@@ -1,6 +1,7 @@
 """Reading video frames by index: video files through PyAV, folders of frame images, and
 frames already in memory. All three give ``uint8`` arrays ``(N, H, W, 3)`` (RGB), resized
-so that the short side is ``short_side`` (when given) as they are read.
+so that the short side is ``short_side`` (when given) as they are read. Also writing
+frames as a video file (:func:`write_video`).
 
 Video files (any container and codec FFmpeg reads: mp4, avi, webm, mkv, ...):
 
@@ -93,6 +94,19 @@ def _check_indices(indices: Sequence[int], count: int, what: str) -> list[int]:
 # ---------------------------------------------------------------------------------------
 
 
+class FrameSourceBase:
+    """A context manager that closes what it opened (nothing, unless :meth:`close` says)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class FrameIndex:
     """Where a file's frames are: ``pts`` of every frame in presentation order and the
@@ -112,7 +126,7 @@ def _cache_key(path: str) -> tuple:
     return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
 
 
-class VideoFile:
+class VideoFile(FrameSourceBase):
     """A video file read by frame index (0-based, in presentation order).
 
     Args:
@@ -141,12 +155,6 @@ class VideoFile:
         except BaseException:
             self.container.close()
             raise
-
-    def __enter__(self) -> VideoFile:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def close(self) -> None:
         self.container.close()
@@ -258,7 +266,7 @@ def frame_files(folder: str | os.PathLike) -> list[Path]:
     return [folder / n for n in sorted(names, key=_natural_key)]
 
 
-class FrameFolder:
+class FrameFolder(FrameSourceBase):
     """A video stored as one image file per frame (JPEG, PNG, ...), in name order."""
 
     def __init__(self, path: str | os.PathLike, interpolation: str = "bilinear") -> None:
@@ -267,15 +275,6 @@ class FrameFolder:
         self.files = frame_files(path)
         if not self.files:
             raise UnreadableVideo(f"{self.path}: a folder without frame images")
-
-    def __enter__(self) -> FrameFolder:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
     @property
     def num_frames(self) -> int:
@@ -298,19 +297,13 @@ class FrameFolder:
         return _gather(frames, indices)
 
 
-class FrameArray:
+class FrameArray(FrameSourceBase):
     """Frames already in memory, ``uint8 (T, H, W, 3)``, read like a file."""
 
     def __init__(self, frames: np.ndarray, name: str = "<frames>", interpolation: str = "bilinear") -> None:
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"expected uint8 frames (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
         self.frames, self.path, self.interpolation = frames, name, interpolation
-
-    def __enter__(self) -> FrameArray:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
 
     @property
     def num_frames(self) -> int:
