@@ -1,9 +1,5 @@
-"""Training losses beyond plain cross-entropy.
-
-Cross-entropy itself needs nothing here: ``torch.nn.CrossEntropyLoss(label_smoothing=0.1)``
-takes class indices ``(B,)`` or class probabilities ``(B, K)`` (the soft targets of mixup and
-cutmix) and is what :class:`DistillationLoss` uses by default on the class head.
-"""
+"""Training losses: the classification loss of the recipes (cross-entropy on hard labels or
+on the soft targets of mixup/cutmix) and DeiT's distillation objective."""
 
 from __future__ import annotations
 
@@ -11,7 +7,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DistillationLoss"]
+__all__ = ["DistillationLoss", "classification_loss", "soft_target_cross_entropy"]
+
+
+def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``mean_i sum_c -target[i, c] * log_softmax(logits)[i, c]`` for ``(B, C)`` targets (the
+    class probabilities that mixup/cutmix produce, label smoothing already folded in)."""
+    return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+
+
+def classification_loss(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Soft-target cross-entropy for ``(B, C)`` float targets, else cross-entropy on class
+    indices ``(B,)`` with ``label_smoothing``. Computed in float32 whatever the autocast dtype."""
+    if target.is_floating_point():
+        return soft_target_cross_entropy(logits, target)
+    return F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
 
 
 class DistillationLoss(nn.Module):

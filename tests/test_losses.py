@@ -1,4 +1,4 @@
-"""DeiT's distillation loss against the formulas written out by hand."""
+"""The training losses against the formulas written out by hand."""
 
 import math
 
@@ -69,3 +69,16 @@ def test_averaged_logits_are_a_clear_error():
         DistillationLoss()((torch.randn(2, 4), torch.randn(2, 4)), torch.tensor([0, 1]), torch.randn(2, 5))
     with pytest.raises(ValueError, match="kind"):
         DistillationLoss(kind="medium")
+
+
+def test_soft_targets_with_smoothing_folded_in_equal_label_smoothing_on_hard_labels():
+    from tessera.losses import classification_loss
+
+    logits = torch.randn(6, 5)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0])
+    eps = 0.1
+    soft = torch.full((6, 5), eps / 5).scatter_(1, labels[:, None], 1 - eps + eps / 5)
+    hard = classification_loss(logits, labels, label_smoothing=eps)
+    torch.testing.assert_close(classification_loss(logits, soft), hard)
+    # and a bf16 logit is scored in float32
+    assert classification_loss(logits.bfloat16(), labels).dtype == torch.float32

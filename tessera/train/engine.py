@@ -35,6 +35,7 @@ from ..data import SPLIT_KEYS, build_augment, build_dataset, data_kind
 from ..data.loader import ShardSampler, SkippedSamples, StepSampler, build_loader
 from ..data.mixup import Mixup
 from ..errors import ConfigError, TesseraError
+from ..losses import classification_loss
 from ..registry import create_model
 from ..weights import load_checkpoint
 from . import distributed
@@ -49,7 +50,6 @@ from .checkpoint import (
 )
 from .ema import ModelEma
 from .evaluation import autocast, clip_scores, evaluate
-from .losses import classification_loss
 from .metrics import ClassificationMeter, write_metrics
 from .optim import build_optimizer, scaled_lr
 from .plots import plot_curves
