@@ -49,6 +49,9 @@ class BenchResult:
     peer_max_abs_diff: float | None = None
     fraction_of_matmul: float = 0.0
     peak_memory_mib: float = 0.0
+    #: fraction of random samples whose top-1 class in ``dtype`` is the fp32 one, per runner
+    agreement: dict[str, float] = field(default_factory=dict)
+    agreement_samples: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -147,6 +150,24 @@ def time_rounds(fns: dict[str, Callable[[], None]], device: torch.device, warmup
     return out
 
 
+def top1_agreement(model: nn.Module, input_shape: tuple[int, ...], samples: int, dtype: torch.dtype,
+                   device: torch.device, seed: int = 1) -> float:
+    """Fraction of ``samples`` random inputs (drawn in batches of ``input_shape``) on which the
+    model's top-1 class under ``dtype`` autocast is its top-1 class in fp32."""
+    gen = torch.Generator().manual_seed(seed)
+    agree, seen = 0, 0
+    model.eval()
+    while seen < samples:
+        x = torch.randn(*input_shape, generator=gen)[: samples - seen].to(device)
+        with torch.inference_mode():
+            full = model(x).argmax(-1)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                low = model(x).argmax(-1)
+        agree += int((full == low).sum())
+        seen += x.shape[0]
+    return agree / samples
+
+
 def peak_memory_mib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -167,9 +188,11 @@ def benchmark(
     warmup: int = 3,
     iters: int = 3,
     rounds: int = 5,
+    agreement_samples: int = 0,
 ) -> BenchResult:
     """Time ``model`` (and ``peer``, a ``(label, module)`` with the same weights) on random
-    inputs of ``input_shape`` (batch first)."""
+    inputs of ``input_shape`` (batch first). With ``agreement_samples``, also count on that
+    many random inputs how often the top-1 class under ``dtype`` is the fp32 one."""
     dev = torch.device(device)
     torch_dtype = DTYPES[dtype]
     notes: list[str] = []
@@ -196,6 +219,10 @@ def benchmark(
     timings = time_rounds(fns, dev, warmup, iters, rounds, input_shape[0])
     rates = matmul_rates(torch_dtype, dev)
     rate = max(rates.values())
+    agreement = {}
+    if agreement_samples:
+        eager = {"tessera": model, **({peer[0]: runners[peer[0]]} if peer is not None else {})}
+        agreement = {k: top1_agreement(m, input_shape, agreement_samples, torch_dtype, dev) for k, m in eager.items()}
     work = 2 * macs * (3 if train else 1)  # backward costs about twice the forward
     ours = timings["tessera"]
     result = BenchResult(
@@ -204,7 +231,7 @@ def benchmark(
         matmul_rates=rates,
         ours=ours, peer=next((t for k, t in timings.items() if k != "tessera"), None), peer_max_abs_diff=diff,
         fraction_of_matmul=work * ours.samples_per_s / (rate * 1e12), peak_memory_mib=peak_memory_mib(dev),
-        notes=notes,
+        agreement=agreement, agreement_samples=agreement_samples, notes=notes,
     )
     return result
 
@@ -227,6 +254,9 @@ def format_result(r: BenchResult) -> str:
            " (model FLOPs x throughput)"),
         f"  peak memory {r.peak_memory_mib:.0f} MiB ({'allocated on the GPU' if r.device.startswith('cuda') else 'resident, whole process'})",
     ]
+    for k, v in r.agreement.items():
+        lines.append(f"  {k}: top-1 in {r.dtype} equals top-1 in fp32 on {100 * v:.1f}% of {r.agreement_samples} "
+                     "random inputs")
     lines += [f"  note: {n}" for n in r.notes]
     return "\n".join(lines)
 

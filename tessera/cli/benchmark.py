@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=3, help="iterations per timed round")
     p.add_argument("--rounds", type=int, default=5, help="timed rounds (the median is reported)")
+    p.add_argument("--agreement", type=int, default=0, metavar="N",
+                   help="also compare the top-1 class under --dtype with fp32 on N random inputs")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     peer = (args.compare, peer_model(args.compare, args.model, model)) if args.compare else None
     result = benchmark(model, args.model, shape, dtype=args.dtype, train=args.train, device=args.device,
                        compile=args.compile, channels_last=args.channels_last, peer=peer,
-                       warmup=args.warmup, iters=args.iters, rounds=args.rounds)
+                       warmup=args.warmup, iters=args.iters, rounds=args.rounds,
+                       agreement_samples=args.agreement)
     print(json.dumps(result.to_dict()) if args.json else format_result(result))
     return 0
