@@ -13,6 +13,8 @@ import json
 import re
 from pathlib import Path
 
+from . import count
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a trained model on a data set", description=__doc__,
@@ -20,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="a run directory or a .safetensors file")
     p.add_argument("--data", required=True, help="a folder of class folders, or a built-in set (digits)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch-size", type=count(1), default=64)
+    p.add_argument("--workers", type=count(0), default=2)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--confusion", help="where to write the confusion matrix (default: beside the checkpoint)")
     p.set_defaults(func=run)

@@ -8,12 +8,14 @@ import argparse
 import json
 import sys
 
+from . import count
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify images with a trained model", description=__doc__)
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--checkpoint", required=True, help="a run directory or a .safetensors file")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=count(1), default=5)
     p.add_argument("--json", action="store_true", help="one JSON object per line and image")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.set_defaults(func=run)
