@@ -1,0 +1,24 @@
+"""Small image folders of real digits, and the overrides that make a recipe's model tiny:
+what the training, crash and bad-data tests train on."""
+
+from pathlib import Path
+
+from tessera.data.digits import Digits
+
+#: a Swin small enough that a few steps take a second
+TINY = ["model.args.embed_dim=16", "model.args.depths=[2,2]", "model.args.num_heads=[1,2]",
+        "model.args.drop_path_rate=0.0", "data.batch_size=8", "schedule.epochs=2", "schedule.warmup_epochs=1"]
+
+
+def write_digit_folder(root: Path, classes=("0", "1", "7"), per_class=16, split="train") -> Path:
+    """Real digits as PNG and JPEG files in ``root/<class>/``."""
+    ds = Digits(split, size=32)
+    counts = {c: 0 for c in classes}
+    for i, t in enumerate(ds.targets):
+        name = ds.classes[t]
+        if name in counts and counts[name] < per_class:
+            (root / name).mkdir(parents=True, exist_ok=True)
+            ext = "png" if counts[name] % 2 else "jpg"
+            ds.load(i).save(root / name / f"{i:04d}.{ext}")
+            counts[name] += 1
+    return root
