@@ -10,6 +10,7 @@ path and the reason, the collate function drops it and the loop reports it once.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+
+log = logging.getLogger("tessera")
 
 #: file endings read as images (case-insensitive)
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
@@ -88,13 +91,25 @@ def find_classes(root: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
 
 
-def _images_under(folder: Path) -> list[Path]:
-    out = []
+def _images_under(folder: Path) -> tuple[list[Path], list[Path]]:
+    """``(image files, other files)`` under ``folder``, by their endings; hidden files and
+    folders are left out of both."""
+    images, others = [], []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out += [Path(dirpath) / f for f in sorted(filenames)
-                if f.lower().endswith(IMG_EXTENSIONS) and not f.startswith(".")]
-    return out
+        for f in sorted(filenames):
+            if not f.startswith("."):
+                (images if f.lower().endswith(IMG_EXTENSIONS) else others).append(Path(dirpath) / f)
+    return images, others
+
+
+def report_ignored(root: Path, files: Sequence[Path], shown: int = 20) -> None:
+    """Name the files of a data set that are not read as samples (not image files by their
+    ending), once, when the set is built."""
+    if not files:
+        return
+    names = ", ".join(str(f) for f in files[:shown]) + (f" and {len(files) - shown} more" if len(files) > shown else "")
+    log.warning("%s: ignored %d files that are not images (by their ending): %s", root, len(files), names)
 
 
 class ImageFolder(ImageDataset):
@@ -125,16 +140,23 @@ class ImageFolder(ImageDataset):
                                 f"{', '.join(unknown[:10])}")
         self.classes = list(classes)
         self.samples: list[tuple[str, int]] = []
+        ignored: list[Path] = []
         for idx, name in enumerate(self.classes):
             if (self.root / name).is_dir():
-                self.samples += [(str(p), idx) for p in _images_under(self.root / name)]
+                images, others = _images_under(self.root / name)
+                self.samples += [(str(p), idx) for p in images]
+                ignored += others
+        report_ignored(self.root, ignored)
         if not self.samples:
             raise DataError(f"{self.root}: no images found (expected {self.root}/<class>/<image>"
                             f" with one of {', '.join(IMG_EXTENSIONS)})")
         self.targets = [t for _, t in self.samples]
 
     def load(self, index: int) -> Image.Image:
-        with Image.open(self.samples[index][0]) as img:
+        path = self.samples[index][0]
+        if os.path.getsize(path) == 0:  # Pillow only says it cannot identify it
+            raise OSError("the file is empty")
+        with Image.open(path) as img:
             return img.convert("RGB")
 
     def describe(self, index: int) -> str:
