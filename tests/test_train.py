@@ -164,9 +164,13 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(folders, tmp_path):
     def poisoned(logits, target):
         calls["n"] += 1
         loss = loss_fn(logits, target)
-        # one bad step in the first epoch, then only bad steps from the second epoch on
-        bad = calls["n"] == 2 or calls["n"] > trainer.steps_per_epoch
-        return loss * float("nan") if bad else loss
+        # one NaN step in the first epoch, then only bad steps from the second epoch on:
+        # infinite, minus infinite, NaN
+        if calls["n"] == 2:
+            return loss * float("nan")
+        if calls["n"] > trainer.steps_per_epoch:
+            return loss * (float("inf"), -float("inf"), float("nan"))[calls["n"] % 3]
+        return loss
 
     trainer.criterion = poisoned
     before = {}
@@ -181,6 +185,7 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(folders, tmp_path):
     with pytest.raises(TesseraError, match=r"stopped: 3 steps in a row had a non-finite loss.*last good checkpoint"):
         trainer.fit()
     assert trainer.nan_total == 4 and trainer.history[0]["nan_steps"] == 1
+    assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text())["nan_steps"] == 1
     # the skipped step changed nothing
     assert all(torch.equal(before[1][k], before[2][k]) for k in before[1])
     # the checkpoint of epoch 1 is intact and is what the model still holds
