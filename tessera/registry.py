@@ -80,10 +80,11 @@ def create_model(
     entrypoint = model_entrypoint(name)
     try:
         model = entrypoint(**overrides)
-    except (TypeError, ValueError) as e:  # an unknown argument, or values that do not fit together
+    except (TypeError, ValueError, RuntimeError) as e:  # an unknown argument, or values that do not fit
         if isinstance(e, TesseraError):
             raise
-        raise ConfigError(f"cannot build {name}: {e}") from e
+        given = f" with {', '.join(sorted(overrides))}" if overrides else ""
+        raise ConfigError(f"cannot build {name}{given}: {' '.join(str(e).split())}") from e
     model.model_name = name
     if pretrained is not None:
         from .weights import load_checkpoint
