@@ -2,6 +2,10 @@
 
 A new family gets all of these by registering itself. Image models are built with
 ``img_size=64`` (every image family takes that argument), video models run on 4x32x32 clips.
+Every family has a variant of at most 30M parameters; those run every check. The larger
+variants share their family's code and are checked on the ``meta`` device (built, and their
+shapes traced through the whole API, without allocating or computing anything), which keeps
+the suite fast.
 """
 
 import pytest
@@ -10,9 +14,19 @@ import torch
 import tessera
 from tessera.errors import InputShapeError
 
-MODELS = tessera.list_models()
 IMAGE_SIZE = 64
 CLIP = (4, 32, 32)
+HEAVY_PARAMS = 30_000_000
+
+
+def _count(name: str) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in tessera.create_model(name).parameters())
+
+
+_COUNTS = {name: _count(name) for name in tessera.list_models()}
+MODELS = [n for n, c in _COUNTS.items() if c <= HEAVY_PARAMS]
+HEAVY = [n for n, c in _COUNTS.items() if c > HEAVY_PARAMS]
 
 
 def is_video(name: str) -> bool:
@@ -149,3 +163,28 @@ def test_bad_input_is_a_clear_error_before_any_computation(built, kind):
     assert "expected" in message or "at least" in message, message  # what it needs
     assert {"channels": "channels", "dtype": "floating-point", "rank": "dimensions"}.get(kind, "") in message
     assert not called, f"{name} ran {called[:3]} before refusing the input"
+
+
+def test_every_family_has_a_variant_that_runs_every_check():
+    with torch.device("meta"):
+        heavy = {type(build(n)) for n in HEAVY}
+        light = {type(build(n)) for n in MODELS}
+    assert heavy <= light
+
+
+@pytest.mark.parametrize("name", HEAVY)
+def test_large_variant_shapes_on_meta(name):
+    """Built on the meta device: every parameter, the forward, the head/feature API and
+    rebuilding from model_args, as shapes only."""
+    with torch.device("meta"):
+        model = build(name, num_classes=7).eval()
+        x = sample(model)
+        out = model(x)
+        features = model.forward_features(x)
+        pooled = model.forward_head(features, pre_logits=True)
+        clone = type(model)(**model.model_args)
+        assert [p.shape for p in clone.parameters()] == [p.shape for p in model.parameters()]
+        model.reset_classifier(0)
+        bare = model(x)
+    assert out.shape == (2, 7)
+    assert pooled.shape == bare.shape == (2, model.num_features)

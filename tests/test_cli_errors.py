@@ -91,7 +91,7 @@ CASES = [
     (["predict", "--checkpoint", "{d}/good.safetensors", "{d}/empty.png"], "empty.png: not a readable image"),
     (["predict", "--checkpoint", "{d}/good.safetensors", "{d}/missing.png"], "missing.png: not a readable image"),
     (["predict", "--checkpoint", "{d}/good.safetensors", "{d}/image.png", "--top-k", "0"], "--top-k"),
-    (["predict", "--checkpoint", "{d}/good.safetensors"], "the following arguments are required: IMAGE"),
+    (["predict", "--checkpoint", "{d}/good.safetensors"], "the following arguments are required: FILE"),
     # convert and inflate
     (["convert", "{d}/truncated.pth", "{o}"], "truncated.pth: not a readable checkpoint (truncated or corrupted?)"),
     (["convert", "{d}/missing.pth", "{o}"], "missing.pth: no such file"),

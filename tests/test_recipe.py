@@ -12,9 +12,10 @@ DATA = ["data.root=/train", "data.val_root=/val"]
 def test_shipped_recipes_are_listed_and_load():
     names = shipped_recipes()
     assert {"swin_t_in1k", "swin_s_in1k", "swin_b_in1k", "finetune", "demo"} <= set(names)
+    assert {"video_swin_t_k400", "video_swin_s_k400", "video_swin_b_k400", "video_swin_b_ssv2", "video_demo"} <= set(names)
     for name in names:
-        extra = DATA + (["model.pretrained=x.pth"] if name == "finetune" else [])
-        load_recipe(name, extra if name != "demo" else [])
+        extra = DATA + (["model.pretrained=x.pth"] if name == "finetune" or name.startswith("video_swin") else [])
+        load_recipe(name, extra if not name.endswith("demo") else [])
 
 
 def test_imagenet_recipes_are_the_official_ones():

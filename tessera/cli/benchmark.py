@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--compare", choices=["timm", "torchvision"], help="time the peer's model too")
     p.add_argument("--reference", action="store_true", help="use the official step-by-step path (Swin)")
+    p.add_argument("--no-onednn", action="store_true",
+                   help="plain torch linear layers instead of oneDNN's fused ones (for ablations)")
     p.add_argument("--threads", type=count(1), help="CPU threads (default: torch's)")
     p.add_argument("--warmup", type=count(0), default=3)
     p.add_argument("--iters", type=count(1), default=3, help="iterations per timed round")
@@ -64,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
         shape = (args.batch_size or 8, chans, side, side)
     if args.reference and hasattr(model, "set_fast_path"):
         model.set_fast_path(False)
+    if args.no_onednn:
+        from ..layers.fused import set_fused_linear
+
+        set_fused_linear(False)
     peer = (args.compare, peer_model(args.compare, args.model, model)) if args.compare else None
     result = benchmark(model, args.model, shape, dtype=args.dtype, train=args.train, device=args.device,
                        compile=args.compile, channels_last=args.channels_last, peer=peer,

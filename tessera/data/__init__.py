@@ -3,7 +3,8 @@ device-side augmentation and mixup, samplers and loaders.
 
 The training loop knows data only through :func:`build_dataset` and
 :func:`build_augment`, which dispatch on the recipe's ``data.kind``. A kind of data (images
-here; videos elsewhere) registers a :class:`DataKind` with :func:`register_data_kind`.
+here; videos in :mod:`tessera.data.video`) registers a :class:`DataKind` with
+:func:`register_data_kind`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
-from .augment import ImageAugment
+from .augment import ImageAugment, VideoAugment
 from .digits import Digits
 from .images import BadSample, ImageDataset, ImageFolder
 from .mixup import Mixup
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from ..train.recipe import AugmentConfig, DataConfig
 
 __all__ = [
-    "BadSample", "DataKind", "Digits", "ImageAugment", "ImageDataset", "ImageFolder", "Mixup",
+    "BadSample", "DataKind", "Digits", "ImageAugment", "ImageDataset", "ImageFolder", "Mixup", "VideoAugment",
     "build_augment", "build_dataset", "data_kind", "register_data_kind", "split_root",
 ]
 
@@ -44,16 +45,19 @@ class DataKind:
             ``(uint8 tensor, label)`` or :class:`BadSample`; ``split`` is ``train``
             (random crops) or ``val``/``test`` (deterministic); ``classes`` fixes the class
             order (``None`` for the training set, which defines it). The data set has
-            ``classes`` and ``set_epoch(epoch)``.
+            ``classes`` and ``set_epoch(epoch)``, and ``num_views`` when its samples hold
+            several views each (scored by the mean of their softmax).
         augment: ``(data_cfg, augment_cfg or None, mean, std) -> nn.Module`` mapping a device
             batch of ``uint8`` samples to the model's normalised input; ``None`` for evaluation.
         model_kwargs: ``data_cfg -> dict`` of constructor arguments the model needs to fit
             the data (``img_size`` for images).
+        unit: what one sample is called in the progress reports (``img``, ``clip``).
     """
 
     build: Callable[..., Dataset]
     augment: Callable[..., nn.Module]
     model_kwargs: Callable[[Any], dict]
+    unit: str = "img"
 
 
 _KINDS: dict[str, DataKind] = {}
@@ -128,3 +132,6 @@ def build_image_augment(cfg: DataConfig, augment: AugmentConfig | None, mean, st
 
 register_data_kind("image", DataKind(build_image_dataset, build_image_augment,
                                      lambda cfg: {"img_size": cfg.img_size}))
+
+
+from . import video  # noqa: F401  (registers the 'video' kind; needs the names above)

@@ -1,8 +1,9 @@
 """Device-side augmentation of whole batches with kornia: RandAugment (or colour jitter),
 normalisation and random erasing, after the workers' crop.
 
-Input: ``uint8`` images ``(B, 3, H, W)`` on the device. Output: normalised ``float32``.
-In evaluation only the normalisation runs.
+Input: ``uint8`` images ``(B, 3, H, W)`` on the device (:class:`ImageAugment`), or clips
+``(B, T, H, W, 3)`` (:class:`VideoAugment`). Output: normalised ``float32`` ``(B, 3, H, W)``
+or ``(B, 3, T, H, W)``. In evaluation only the normalisation runs.
 
 Where this differs from timm's per-image pipeline of the official recipe (documented, not
 hidden): kornia's RandAugment draws its operations once per call, so the batch is cut into
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 import kornia.augmentation as K
 import torch
 from kornia.augmentation.auto import RandAugment
+from kornia.augmentation.container.params import ParamItem
 from torch import nn
 
 
@@ -64,4 +66,75 @@ class ImageAugment(nn.Module):
             # kornia picks the boxes (on a ones image erased to 0); the box gets noise
             erased = self.erasing(torch.ones_like(x[:, :1])) == 0
             x = torch.where(erased, torch.randn_like(x), x)
+        return x
+
+
+def _same_on_frames(params, frames: int, shape: torch.Size):
+    """RandAugment parameters drawn for ``B`` clips, repeated for each of their ``frames``
+    frames (the ``B * frames`` images of the clips, clip-major): every frame of a clip gets
+    the operations and magnitudes of its clip."""
+    if isinstance(params, list):
+        return [_same_on_frames(p, frames, shape) for p in params]
+    if isinstance(params, ParamItem):
+        return ParamItem(params.name, _same_on_frames(params.data, frames, shape))
+    if isinstance(params, dict):
+        out = {}
+        for key, value in params.items():
+            if key == "forward_input_shape":
+                out[key] = torch.tensor(shape)
+            elif torch.is_tensor(value) and value.dim() > 0:
+                out[key] = value.repeat_interleave(frames, dim=0)
+            else:
+                out[key] = value
+        return out
+    return params
+
+
+class VideoAugment(ImageAugment):
+    """``uint8 (B, T, H, W, 3) -> float32 (B, 3, T, H, W)``, every frame of a clip augmented
+    alike: ``[0, 1]``, then (training only) a horizontal flip with probability ``hflip``
+    and colour jitter (kornia's ``VideoSequential`` with ``same_on_frame``) or RandAugment
+    (the operations and magnitudes drawn once per clip and applied to each of its frames,
+    which ``VideoSequential`` does not do for RandAugment), then ``(x - mean) / std``, then
+    (training only) random erasing: one box through all frames, filled with the same noise in each. RandAugment draws are
+    grouped as in :class:`ImageAugment` (``randaugment_groups`` groups of clips).
+
+    The official Something-Something v2 recipe applies imgaug's RandAugment with one draw
+    per clip as well (mmaction2's ``Imgaug`` makes the draw deterministic over the frames).
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], train: bool = False, hflip: float = 0.0,
+                 **kwargs) -> None:
+        super().__init__(mean, std, train, **kwargs)
+        same = dict(data_format="BCTHW", same_on_frame=True)
+        self.flip = K.VideoSequential(K.RandomHorizontalFlip(p=hflip), **same) if train and hflip > 0 else None
+        if self.jitter is not None:
+            self.jitter = K.VideoSequential(self.jitter, **same)
+        if self.erasing is not None:
+            self.erasing = K.VideoSequential(self.erasing, **same)
+
+    def _randaugment(self, x: torch.Tensor) -> torch.Tensor:
+        _, c, t, h, w = x.shape
+        out = []
+        for clips in x.chunk(self.groups):
+            n = clips.shape[0]
+            frames = clips.transpose(1, 2).reshape(n * t, c, h, w)
+            params = self.randaugment.forward_parameters(torch.Size((n, c, h, w)))
+            params = _same_on_frames(params, t, frames.shape)
+            out.append(self.randaugment(frames, params=params).view(n, t, c, h, w).transpose(1, 2))
+        return torch.cat(out).clamp_(0.0, 1.0)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 4, 1, 2, 3).float().div_(255.0)  # (B, C, T, H, W)
+        if self.flip is not None:
+            x = self.flip(x)
+        if self.randaugment is not None:
+            x = self._randaugment(x)
+        elif self.jitter is not None:
+            x = self.jitter(x)
+        x = (x - self.mean.unsqueeze(-1)) / self.std.unsqueeze(-1)
+        if self.erasing is not None:  # a still box of noise through the clip
+            erased = self.erasing(torch.ones_like(x[:, :1])) == 0
+            x = torch.where(erased, torch.randn_like(x[:, :, :1]), x)
         return x

@@ -20,7 +20,8 @@ SPLIT_SEED = 20240521
 
 
 @lru_cache(maxsize=1)
-def _load() -> tuple[np.ndarray, np.ndarray]:
+def digit_images() -> tuple[np.ndarray, np.ndarray]:
+    """``(images uint8 (1797, 8, 8) on 0..255, labels (1797,))`` of scikit-learn's digits."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -33,7 +34,7 @@ def digits_split(split: str) -> np.ndarray:
     (NumPy's PCG64 with a fixed seed), and the three splits are disjoint and cover all."""
     if split not in SPLITS:
         raise DataError(f"digits has the splits {', '.join(SPLITS)}, not {split!r}")
-    _, targets = _load()
+    _, targets = digit_images()
     rng = np.random.Generator(np.random.PCG64(SPLIT_SEED))
     parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     for c in range(10):
@@ -54,7 +55,7 @@ class Digits(ImageDataset):
         super().__init__(transform, seed)
         self.split, self.size = split, size
         self.indices = digits_split(split)
-        images, targets = _load()
+        images, targets = digit_images()
         self.images = images[self.indices]
         self.targets = targets[self.indices].tolist()
         self.classes = [str(c) for c in range(10)]

@@ -41,25 +41,35 @@ class BadSample:
     reason: str
 
 
+def error_reason(error: BaseException, path: str) -> str:
+    """The first line of an error's message without the path it names (reported beside it)."""
+    text = (getattr(error, "strerror", None) or str(error)).strip()
+    text = text.splitlines()[0] if text else type(error).__name__
+    return text[len(path) + 2 :] if text.startswith(f"{path}: ") else text
+
+
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """A PIL RGB image as a ``uint8`` tensor ``(3, H, W)``."""
     return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
 
 
-class ImageDataset(Dataset):
-    """Base class: subclasses set ``classes`` and ``targets`` and implement :meth:`load`
-    (index to a PIL image) and :meth:`describe` (index to a path or name for messages).
+class SampleDataset(Dataset):
+    """Base class of the data sets whose samples are read and cropped in the workers.
 
-    ``transform`` receives a generator seeded by ``(seed, epoch, index)``: the random crop of
-    a sample depends only on those three numbers, not on the worker that made it, the
-    number of processes or where a resumed run restarted.
+    Subclasses set ``classes`` and ``targets`` and implement :meth:`sample` (index and
+    random generator to a ``uint8`` tensor) and :meth:`describe` (index to a path or name
+    for messages). The generator is seeded by ``(seed, epoch, index)``: the random crop of a
+    sample depends only on those three numbers, not on the worker that made it, the number
+    of processes or where a resumed run restarted. A sample that raises one of
+    :attr:`read_errors` comes back as a :class:`BadSample`.
     """
 
     classes: list[str]
     targets: list[int]
+    #: exceptions that mean "this sample cannot be read" (anything else is a bug and raised)
+    read_errors: tuple[type[BaseException], ...] = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
-    def __init__(self, transform: Transform | None = None, seed: int = 0) -> None:
-        self.transform = transform
+    def __init__(self, seed: int = 0) -> None:
         self.seed = seed
         self.epoch = 0
 
@@ -69,7 +79,7 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def load(self, index: int) -> Image.Image:  # pragma: no cover - abstract
+    def sample(self, index: int, rng: np.random.Generator) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def describe(self, index: int) -> str:
@@ -77,18 +87,73 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | BadSample:
         try:
-            img = self.load(index)
-            if self.transform is not None:
-                img = self.transform(img, np.random.default_rng((self.seed, self.epoch, index)))
-            return pil_to_tensor(img), self.targets[index]
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return BadSample(index, self.describe(index), reason)
+            return self.sample(index, np.random.default_rng((self.seed, self.epoch, index))), self.targets[index]
+        except self.read_errors as e:
+            where = self.describe(index)
+            return BadSample(index, where, error_reason(e, where))
+
+
+class ImageDataset(SampleDataset):
+    """Base class of the image sets: subclasses implement :meth:`load` (index to a PIL
+    image); ``transform`` is the worker-side crop (:mod:`tessera.data.transforms`)."""
+
+    def __init__(self, transform: Transform | None = None, seed: int = 0) -> None:
+        super().__init__(seed)
+        self.transform = transform
+
+    def load(self, index: int) -> Image.Image:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def sample(self, index: int, rng: np.random.Generator) -> torch.Tensor:
+        img = self.load(index)
+        if self.transform is not None:
+            img = self.transform(img, rng)
+        return pil_to_tensor(img)
 
 
 def find_classes(root: Path) -> list[str]:
     """The sub-directories of ``root`` (hidden ones aside), sorted: the class order."""
     return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+
+
+def class_folder_samples(root: Path, classes: Sequence[str] | None,
+                         files_under: Callable[[Path], tuple[list[Path], list[Path]]], none_found: str,
+                         not_samples: str) -> tuple[list[str], list[tuple[str, int]]]:
+    """``(classes, [(path, label)])`` of a folder of class folders: ``files_under(class
+    folder)`` gives a class's samples and the files it leaves out, which are named once in a
+    warning (``"{root}: ignored N {not_samples}: ..."``). ``classes`` fixes the class order (a
+    validation folder takes the training folder's; a folder of another name is an error), by
+    default the sub-directories of ``root``. No sample at all is a DataError ``"{root}: no
+    {none_found}"``."""
+    if not root.is_dir():
+        raise DataError(f"{root}: no such directory")
+    found = find_classes(root)
+    if classes is None:
+        classes = found
+    else:
+        unknown = sorted(set(found) - set(classes))
+        if unknown:
+            raise DataError(f"{root}: class folders not among the model's {len(classes)} classes: "
+                            f"{', '.join(unknown[:10])}")
+    samples: list[tuple[str, int]] = []
+    ignored: list[Path] = []
+    for idx, name in enumerate(classes):
+        if (root / name).is_dir():
+            found_here, left_out = files_under(root / name)
+            samples += [(str(p), idx) for p in found_here]
+            ignored += left_out
+    report_ignored(root, ignored, not_samples)
+    if not samples:
+        raise DataError(f"{root}: no {none_found}")
+    return list(classes), samples
+
+
+def report_ignored(root: Path, files: Sequence[Path], what: str, shown: int = 20) -> None:
+    """Name the files of a data set that are not read as samples, once, when the set is built."""
+    if not files:
+        return
+    names = ", ".join(str(f) for f in files[:shown]) + (f" and {len(files) - shown} more" if len(files) > shown else "")
+    log.warning("%s: ignored %d %s: %s", root, len(files), what, names)
 
 
 def _images_under(folder: Path) -> tuple[list[Path], list[Path]]:
@@ -101,15 +166,6 @@ def _images_under(folder: Path) -> tuple[list[Path], list[Path]]:
             if not f.startswith("."):
                 (images if f.lower().endswith(IMG_EXTENSIONS) else others).append(Path(dirpath) / f)
     return images, others
-
-
-def report_ignored(root: Path, files: Sequence[Path], shown: int = 20) -> None:
-    """Name the files of a data set that are not read as samples (not image files by their
-    ending), once, when the set is built."""
-    if not files:
-        return
-    names = ", ".join(str(f) for f in files[:shown]) + (f" and {len(files) - shown} more" if len(files) > shown else "")
-    log.warning("%s: ignored %d files that are not images (by their ending): %s", root, len(files), names)
 
 
 class ImageFolder(ImageDataset):
@@ -128,28 +184,10 @@ class ImageFolder(ImageDataset):
                  transform: Transform | None = None, seed: int = 0) -> None:
         super().__init__(transform, seed)
         self.root = Path(root)
-        if not self.root.is_dir():
-            raise DataError(f"{self.root}: no such directory")
-        found = find_classes(self.root)
-        if classes is None:
-            classes = found
-        else:
-            unknown = sorted(set(found) - set(classes))
-            if unknown:
-                raise DataError(f"{self.root}: class folders not among the model's {len(classes)} classes: "
-                                f"{', '.join(unknown[:10])}")
-        self.classes = list(classes)
-        self.samples: list[tuple[str, int]] = []
-        ignored: list[Path] = []
-        for idx, name in enumerate(self.classes):
-            if (self.root / name).is_dir():
-                images, others = _images_under(self.root / name)
-                self.samples += [(str(p), idx) for p in images]
-                ignored += others
-        report_ignored(self.root, ignored)
-        if not self.samples:
-            raise DataError(f"{self.root}: no images found (expected {self.root}/<class>/<image>"
-                            f" with one of {', '.join(IMG_EXTENSIONS)})")
+        self.classes, self.samples = class_folder_samples(
+            self.root, classes, _images_under,
+            f"images found (expected {self.root}/<class>/<image> with one of {', '.join(IMG_EXTENSIONS)})",
+            "files that are not images (by their ending)")
         self.targets = [t for _, t in self.samples]
 
     def load(self, index: int) -> Image.Image:

@@ -299,7 +299,7 @@ class _PermuteTokens(torch.autograd.Function):
 def outside_inference_mode():
     """A context in which cached tensors are made as normal tensors even when the caller runs
     under ``torch.inference_mode`` (inference tensors could not be used with autograd later)."""
-    if torch.is_inference_mode_enabled() and not torch.compiler.is_compiling():
+    if not torch.compiler.is_compiling() and torch.is_inference_mode_enabled():
         return torch.inference_mode(False)
     return contextlib.nullcontext()
 

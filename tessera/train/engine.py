@@ -49,9 +49,9 @@ from .checkpoint import (
     write_text_atomic,
 )
 from .ema import ModelEma
-from .evaluation import autocast, evaluate
+from .evaluation import autocast, clip_scores, evaluate
 from .losses import classification_loss
-from .metrics import write_metrics
+from .metrics import ClassificationMeter, write_metrics
 from .optim import build_optimizer, scaled_lr
 from .plots import plot_curves
 from .recipe import Recipe
@@ -140,7 +140,7 @@ class Trainer:
         self.total_steps = s.epochs * self.steps_per_epoch
         self.schedule = WarmupCosine(
             scaled_lr(r.optim.lr, r), self.total_steps, round(s.warmup_epochs * self.steps_per_epoch),
-            scaled_lr(s.warmup_lr, r), scaled_lr(s.min_lr, r),
+            scaled_lr(s.warmup_lr, r), scaled_lr(s.min_lr, r), s.style, self.steps_per_epoch,
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.ema = ModelEma(self.model, r.train.ema_decay) if r.train.ema_decay > 0 else None
@@ -190,8 +190,10 @@ class Trainer:
             raise ConfigError(f"model.args.num_classes={args['num_classes']} but the data has {len(self.classes)} classes")
         args["num_classes"] = len(self.classes)
         model = create_model(m.name, **args)
+        self.load_report = None
         if m.pretrained and load_pretrained:
-            load_checkpoint(model, m.pretrained, use_ema=m.pretrained_ema, verbose=self.info.is_main)
+            # printed with the run's description (inflation, resized tables, a new head)
+            self.load_report = load_checkpoint(model, m.pretrained, use_ema=m.pretrained_ema, verbose=False)
         if m.grad_checkpointing:
             model.set_grad_checkpointing(True)
         return model
@@ -379,16 +381,18 @@ class Trainer:
         bar = tqdm(total=self.steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{r.schedule.epochs}",
                    leave=False, dynamic_ncols=True, disable=None if info.is_main else True)
         it = iter(self.loader)
-        images, t0 = 0, time.perf_counter()
+        samples, t0 = 0, time.perf_counter()
+        unit = data_kind(r.data.kind).unit
         try:
             for step in range(start, self.steps_per_epoch):
                 loss = self.train_step(self._micro_batches(it))
                 self.step_in_epoch, self.global_step = step + 1, self.global_step + 1
-                images += r.data.batch_size
-                rate = images / max(time.perf_counter() - t0, 1e-9)
+                samples += r.data.batch_size
+                rate = samples / max(time.perf_counter() - t0, 1e-9)
                 bar.update(1)
                 if loss is not None:
-                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.last_lr:.2e}", img_s=f"{rate:.0f}", refresh=False)
+                    bar.set_postfix({"loss": f"{loss:.4f}", "lr": f"{self.last_lr:.2e}", f"{unit}/s": f"{rate:.0f}"},
+                                    refresh=False)
                 every = r.train.save_every_steps
                 stop = self._should_stop()
                 if step + 1 < self.steps_per_epoch and (stop or (every and self.global_step % every == 0)):
@@ -403,7 +407,7 @@ class Trainer:
         distributed.all_reduce_sum(sums, info)
         elapsed = time.perf_counter() - t0
         return {"train_loss": float(sums[0] / sums[1]) if sums[1] > 0 else math.nan,
-                "images_per_s": images / elapsed if elapsed > 0 else math.nan}
+                "images_per_s": samples / elapsed if elapsed > 0 else math.nan}
 
     def _should_stop(self) -> bool:
         """``train.max_steps`` reached, or a stop requested (a signal, see
@@ -422,7 +426,8 @@ class Trainer:
         runs = [("val", self.model)] + ([("ema_val", self.ema.module)] if self.ema is not None else [])
         for prefix, model in runs:
             res = evaluate(model, self.val_loader, self.eval_augment, len(self.classes), self.info, self.amp_dtype,
-                           self.skipped["val"], progress="validate").result()
+                           self.skipped["val"], progress="validate",
+                           max_views=self.recipe.data.max_testing_views).result()
             out.update({f"{prefix}_loss": res["loss"], f"{prefix}_top1": res["top1"], f"{prefix}_top5": res["top5"]})
         return out
 
@@ -455,15 +460,15 @@ class Trainer:
         if self.info.is_main:
             write_metrics(self.output / "metrics.jsonl", self.history)
             plot_curves(self.history, self.output / "curves.png")
-            self._print(self.summary_line(row, epochs))
+            self._print(self.summary_line(row, epochs, data_kind(self.recipe.data.kind).unit))
 
     @staticmethod
-    def summary_line(row: dict[str, Any], epochs: int) -> str:
+    def summary_line(row: dict[str, Any], epochs: int, unit: str = "img") -> str:
         parts = [f"epoch {row['epoch']:>3}/{epochs}", f"train_loss {row['train_loss']:.4f}"]
         for key in ("val_loss", "val_top1", "val_top5", "ema_val_top1"):
             if row.get(key) is not None:
                 parts.append(f"{key} {row[key]:.4f}" if key.endswith("loss") else f"{key} {row[key]:.2f}")
-        parts += [f"lr {row['lr']:.2e}", f"{row['images_per_s']:.0f} img/s"]
+        parts += [f"lr {row['lr']:.2e}", f"{row['images_per_s']:.0f} {unit}/s"]
         if row["skipped_samples"]:
             parts.append(f"skipped {row['skipped_samples']} samples")
         if row["nan_steps"]:
@@ -474,6 +479,8 @@ class Trainer:
         """Train to the end of the schedule (or ``train.max_steps``); returns a summary."""
         r = self.recipe
         if self.info.is_main and self.epoch == 0 and self.step_in_epoch == 0:
+            if self.load_report is not None:
+                self._print(str(self.load_report))
             self._print(self.describe())
         while self.epoch < r.schedule.epochs and not self._should_stop():
             train_stats = self.train_epoch()
@@ -502,8 +509,13 @@ class Trainer:
         distributed.barrier(self.info)  # the main process has written the weights
         model, info = load_trained_model(self.output, self.info.device)
         skipped = SkippedSamples("test", len(test_set), d.max_bad_fraction)
-        meter = evaluate(model, loader, self.eval_augment, len(self.classes), self.info, self.amp_dtype, skipped)
+        views = getattr(test_set, "num_views", 1)
+        clips = ClassificationMeter(len(self.classes), self.info.device) if views > 1 else None
+        meter = evaluate(model, loader, self.eval_augment, len(self.classes), self.info, self.amp_dtype, skipped,
+                         per_view=clips, max_views=d.max_testing_views)
         res = {**meter.result(), "checkpoint": Path(info["checkpoint"]).name, "skipped_samples": len(skipped)}
+        if clips is not None:  # video level above (softmax over the views averaged), clip level here
+            res.update(clip_scores(clips, views))
         if self.info.is_main:
             write_text_atomic(self.output / "test.json", json.dumps(res, indent=2) + "\n")
         return res

@@ -3,7 +3,9 @@ and for ``tessera evaluate``.
 
 A data set whose samples hold several views (``dataset.num_views > 1``: the inputs come as
 ``(B, V, ...)``, e.g. clips x crops of a video) is scored by the mean of the softmax over
-the views, as the official video protocol; plain samples by their own softmax.
+the views, as the official video protocol (``average_clips='prob'``): that is the
+video-level score; each view scored on its own gives the clip-level score. Plain samples
+are scored by their own softmax.
 """
 
 from __future__ import annotations
@@ -27,17 +29,26 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def log_probs_over_views(model: nn.Module, x: torch.Tensor, views: int, amp_dtype: torch.dtype | None) -> torch.Tensor:
+def view_probs(model: nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None,
+               max_views: int | None = None) -> torch.Tensor:
+    """``(B, V, ...)`` -> the softmax of every view ``(B, V, C)``, running at most
+    ``max_views`` views per forward pass (all at once for None)."""
+    b, v = x.shape[:2]
+    flat = x.flatten(0, 1)
+    step = max_views or flat.shape[0]
+    with autocast(x.device, amp_dtype):
+        logits = torch.cat([model(part).float() for part in flat.split(step)])
+    return torch.softmax(logits.float(), dim=-1).view(b, v, -1)
+
+
+def log_probs_over_views(model: nn.Module, x: torch.Tensor, views: int, amp_dtype: torch.dtype | None,
+                         max_views: int | None = None) -> torch.Tensor:
     """``(B, ...)`` -> log-softmax ``(B, C)``; ``(B, V, ...)`` with ``views = V`` -> log of the
     softmax averaged over the V views."""
     if views <= 1:
         with autocast(x.device, amp_dtype):
             return torch.log_softmax(model(x).float(), dim=-1)
-    b = x.shape[0]
-    with autocast(x.device, amp_dtype):
-        logits = model(x.flatten(0, 1)).float()
-    probs = torch.softmax(logits, dim=-1).view(b, views, -1).mean(1)
-    return probs.clamp_min(1e-12).log()
+    return view_probs(model, x, amp_dtype, max_views).mean(1).clamp_min(1e-12).log()
 
 
 @torch.no_grad()
@@ -50,9 +61,15 @@ def evaluate(
     amp_dtype: torch.dtype | None = None,
     skipped: SkippedSamples | None = None,
     progress: str | None = None,
+    per_view: ClassificationMeter | None = None,
+    max_views: int | None = None,
 ) -> ClassificationMeter:
     """Run ``model`` (in eval mode) over ``loader``; ``transform`` maps the device batch of
-    ``uint8`` samples to the model's input. Returns the meter, summed over processes."""
+    ``uint8`` samples to the model's input. Returns the meter, summed over processes.
+
+    With several views per sample, the meter scores the mean of their softmax (video
+    level); ``per_view``, when given, scores every view on its own (clip level);
+    ``max_views`` bounds the views per forward pass."""
     was_training = model.training
     model.eval()
     meter = ClassificationMeter(num_classes, info.device)
@@ -66,12 +83,38 @@ def evaluate(
         x = x.to(info.device, non_blocking=True)
         y = y.to(info.device, non_blocking=True)
         if views > 1:
-            x = transform(x.flatten(0, 1)).view(*x.shape[:2], *x.shape[2:])
+            out = transform(x.flatten(0, 1))
+            probs = view_probs(model, out.view(*x.shape[:2], *out.shape[1:]), amp_dtype, max_views)
+            meter.update(probs.mean(1).clamp_min(1e-12).log(), y)
+            if per_view is not None:
+                per_view.update(probs.flatten(0, 1).clamp_min(1e-12).log(), y.repeat_interleave(views))
         else:
-            x = transform(x)
-        meter.update(log_probs_over_views(model, x, views, amp_dtype), y)
+            log_probs = log_probs_over_views(model, transform(x), 1, amp_dtype)
+            meter.update(log_probs, y)
+            if per_view is not None:
+                per_view.update(log_probs, y)
     model.train(was_training)
+    if per_view is not None:
+        per_view.reduce(info)
     return meter.reduce(info)
+
+
+def clip_scores(per_view: ClassificationMeter, views: int) -> dict[str, float]:
+    """The clip-level entries of a video evaluation's results: ``views`` per video,
+    ``clip_top1``, ``clip_top5`` and ``num_clips`` (the views scored one by one)."""
+    res = per_view.result()
+    return {"views": views, "clip_top1": res["top1"], "clip_top5": res["top5"], "num_clips": res["num_samples"]}
+
+
+def data_config(info: dict):
+    """The data section of a trained model's run information as a
+    :class:`~tessera.train.recipe.DataConfig` (keys it does not know are left out)."""
+    import dataclasses
+
+    from .recipe import DataConfig
+
+    known = {f.name for f in dataclasses.fields(DataConfig)}
+    return DataConfig(**{k: v for k, v in info["data"].items() if k in known})
 
 
 def eval_transform(info: dict):
@@ -98,3 +141,29 @@ def predict_images(model: nn.Module, info: dict, images: list, top_k: int = 5) -
     classes = info["classes"]
     return [[(classes[i], float(p)) for p, i in zip(ps.tolist(), ids.tolist())]
             for ps, ids in zip(top.values, top.indices)]
+
+
+@torch.no_grad()
+def predict_videos(model: nn.Module, info: dict, paths: list, top_k: int = 5) -> list[list[tuple[str, float]]]:
+    """Top-``k`` ``(class name, probability)`` for each video (a file or a frames folder),
+    from the softmax averaged over the model's test views (clips x crops, from its run
+    information). Raises the reading error of a video that cannot be read."""
+    import numpy as np
+
+    from ..data.augment import VideoAugment
+    from ..data.video import ClipPipeline, open_video
+
+    cfg = data_config(info)
+    pipeline = ClipPipeline(cfg, "test")
+    device = next(model.parameters()).device
+    normalise = VideoAugment(info["data"]["mean"], info["data"]["std"]).to(device)
+    model.eval()
+    out = []
+    for path in paths:
+        with open_video(path, pipeline.interpolation) as source:
+            clips = pipeline(source, np.random.default_rng(0)).to(device)
+        x = clips if pipeline.num_views > 1 else clips[None]
+        probs = view_probs(model, normalise(x)[None], None, cfg.max_testing_views).mean(1)[0]
+        top = probs.topk(min(top_k, probs.shape[0]))
+        out.append([(info["classes"][i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist())])
+    return out

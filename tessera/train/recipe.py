@@ -41,7 +41,8 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    #: what the samples are: ``image`` (a folder, or a built-in set such as ``digits:train``)
+    #: what the samples are: ``image`` (a folder, or a built-in set such as ``digits:train``) or
+    #: ``video`` (a folder of class folders, an annotation list, or ``moving_digits:train``)
     kind: str = "image"
     root: str | None = MISSING
     val_root: str | None = None
@@ -62,6 +63,21 @@ class DataConfig:
     num_workers: int = 8
     #: stop with a DataError when more than this fraction of a split cannot be read
     max_bad_fraction: float = 0.01
+    # -- videos (data.kind=video); img_size is the side of the square crop ---------------
+    #: frames per clip, and the step between them
+    clip_len: int = 32
+    frame_interval: int = 2
+    #: one frame from each of clip_len equal segments instead (Something-Something v2); one clip
+    frame_uniform: bool = False
+    #: test views: clips spread over the video x spatial crops (1: centre, 3: along the long side)
+    num_clips: int = 4
+    num_crops: int = 3
+    #: views per forward pass at test time (null: every view of a batch at once)
+    max_testing_views: int | None = None
+    #: the folder that the paths of an annotation list are relative to (null: the list's folder)
+    video_prefix: str | None = None
+    #: a file of class names, one per line in label order, for annotation lists
+    class_names: str | None = None
 
 
 @dataclass
@@ -96,6 +112,10 @@ class OptimConfig:
     accum_steps: int = 1
     #: learning-rate factor of every parameter but the classifier head (fine-tuning)
     backbone_lr_mult: float = 1.0
+    #: ``standard`` (no decay on biases, norms, position tables; backbone_lr_mult on all but
+    #: the head) or ``official_video`` (the groups the official Video Swin code really built;
+    #: see tessera.train.optim)
+    param_groups: str = "standard"
 
 
 @dataclass
@@ -104,6 +124,10 @@ class ScheduleConfig:
     warmup_epochs: float = 20.0
     warmup_lr: float = 5e-7
     min_lr: float = 5e-6
+    #: ``timm`` (per-iteration cosine after the warm-up, the image recipes) or ``mmcv`` (the
+    #: video recipes: cosine per epoch over the whole run, the warm-up scaling it; see
+    #: tessera.train.schedule)
+    style: str = "timm"
 
 
 @dataclass
@@ -339,6 +363,17 @@ def _check_semantics(r: Recipe) -> None:
          f"data.interpolation must be bicubic, bilinear or nearest, got {r.data.interpolation!r}")
     need(0.0 <= r.augment.randaugment_m < 10.0, f"augment.randaugment_m must be in [0, 10), got {r.augment.randaugment_m}")
     need(r.train.max_nan_steps >= 1, f"train.max_nan_steps must be at least 1, got {r.train.max_nan_steps}")
+    need(r.optim.param_groups in ("standard", "official_video"),
+         f"optim.param_groups must be standard or official_video, got {r.optim.param_groups!r}")
+    need(r.schedule.style in ("timm", "mmcv"), f"schedule.style must be timm or mmcv, got {r.schedule.style!r}")
+    d = r.data
+    for key in ("clip_len", "frame_interval", "num_clips"):
+        need(getattr(d, key) >= 1, f"data.{key} must be at least 1, got {getattr(d, key)}")
+    need(d.num_crops in (1, 3), f"data.num_crops must be 1 (centre) or 3 (covering the short side), got {d.num_crops}")
+    need(not d.frame_uniform or d.num_clips == 1,
+         f"data.frame_uniform samples one clip per video; set data.num_clips=1 (got {d.num_clips})")
+    need(d.max_testing_views is None or d.max_testing_views >= 1,
+         f"data.max_testing_views must be at least 1 or null, got {d.max_testing_views}")
 
 
 def check_complete(recipe: Recipe) -> None:
