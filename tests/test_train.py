@@ -94,7 +94,8 @@ def test_any_recipe_trains_on_image_folders_then_evaluate_and_predict(folders, t
     capsys.readouterr()
     # resuming from the command line: its own recipe, plus overrides
     assert main(["train", "--resume", str(tuned), "train.max_steps=2"]) == 0
-    assert "stopped after step 2; continue with: tessera train --resume" in capsys.readouterr().out
+    assert f"stopped after step 2, checkpoint saved in {tuned}; continue with: tessera train --resume {tuned}" \
+           in capsys.readouterr().out
     assert load_state(tuned / "state.pt")["global_step"] == 2
     assert main(["train", "--resume", str(tuned), "--config", "demo"]) == 2
     assert "leave out --config" in capsys.readouterr().err
