@@ -1,6 +1,6 @@
-"""Bad files in a data set are named once and skipped; the run goes on and says how many
-it skipped (too many stop it: see test_train). A decodable image under the wrong ending is
-a good image."""
+"""Bad files in a data set, images or videos, are named once and skipped; the run goes on
+and says how many it skipped, and too many stop it with a message. A decodable image under
+the wrong ending is a good image."""
 
 import io
 import json
@@ -15,8 +15,9 @@ from torch.utils.data import Dataset
 from tessera.cli import main
 from tessera.data import ImageFolder
 from tessera.data.loader import StepSampler, build_loader
+from tessera.data.moving_digits import write_moving_digits
 
-from digit_folders import TINY, write_digit_folder
+from digit_folders import TINY, VIDEO_TINY, write_digit_folder, write_no_frames
 
 
 def plant_bad_files(root):
@@ -69,6 +70,59 @@ def test_a_data_set_with_every_kind_of_bad_file_trains_and_names_each(tmp_path, 
     assert x.shape == (3, 32, 32) and ds.classes[y] == "0"
     with Image.open(png_as_jpg) as img:
         assert img.format == "PNG"
+
+
+def plant_bad_videos(root):
+    """Beside the moving digits' ``train`` list: a video without frames, a few bytes of
+    garbage named .mp4, a frames folder without frames, and a line naming a file that is not
+    there; in the ``val`` class folders, a frames folder without frames and a text file.
+    Returns the ``{path: what the report says}`` of the videos that are skipped."""
+    write_no_frames(root / "no_frames.avi")
+    (root / "header.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\x00\x01garbage")
+    (root / "frames_lost").mkdir()
+    (root / "val" / "west" / "frames_lost").mkdir()
+    (root / "val" / "notes.txt").write_text("not a class\n")
+    (root / "val" / "west" / "notes.txt").write_text("not a video\n")
+    with open(root / "train.txt", "a") as f:
+        f.write("no_frames.avi 0\nheader.mp4 1\nframes_lost 2\ngone.mp4 3\n")
+    return {
+        root / "no_frames.avi": "no video frames",
+        root / "header.mp4": "Invalid data found",
+        root / "frames_lost": "a folder without frame images",
+        root / "gone.mp4": "no such file or directory",
+        root / "val" / "west" / "frames_lost": "a folder without frame images",
+    }
+
+
+@pytest.mark.slow
+def test_a_video_set_with_every_kind_of_bad_video_trains_and_names_each(tmp_path, capsys, caplog):
+    root = tmp_path / "md"
+    write_moving_digits(root, ["train", "val"], per_class=2)  # 16 videos in 8 classes each
+    skipped = plant_bad_videos(root)
+    out = tmp_path / "run"
+    # 20 training samples in 2 steps of 10: each epoch reads every one of them
+    args = ["train", "--config", "video_demo", f"data.root={root / 'train.txt'}", f"data.val_root={root / 'val'}",
+            f"data.class_names={root / 'classes.txt'}", *VIDEO_TINY, "data.batch_size=10", "schedule.epochs=2",
+            "--output", str(out)]
+    assert main([*args, "data.max_bad_fraction=0.2"]) == 0
+    stdout = capsys.readouterr().out
+    assert "done: 2 epochs" in stdout and "skipped 5 unreadable samples in all" in stdout
+    log = caplog.text
+    for path, reason in skipped.items():  # read in both epochs, named once, with the reason
+        lines = [line for line in log.splitlines() if str(path) in line]
+        split = "val" if "/val/" in str(path) else "train"
+        assert len(lines) == 1 and f"skipped an unreadable {split} sample" in lines[0] and reason in lines[0], lines
+    assert f"ignored 1 files that are not videos (by their ending): {root / 'val' / 'west' / 'notes.txt'}" in log
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped_samples"] for r in rows] == [5, 5]
+
+    # more bad samples than allowed: the run stops in its first epoch, saying why
+    caplog.clear()
+    assert main([*args, "data.max_bad_fraction=0.1", "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "of the 20 train samples could not be read (more than 10.0%, data.max_bad_fraction)" in err[0]
+    assert not (out / "state.pt").exists()
 
 
 class _WorkerPids(Dataset):

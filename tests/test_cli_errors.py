@@ -1,9 +1,10 @@
 """Every command, every kind of bad input: a truncated, corrupted or missing file, weights of
 another architecture, a recipe key that does not exist or has the wrong type, an unknown
-model (with the closest names), an argument argparse refuses, an image that cannot be read,
-a size smaller than one patch. Each gives one line on stderr that names the culprit, exit
-status 2 and no traceback."""
+model (with the closest names), an argument argparse refuses, an image or a video that
+cannot be read, a size smaller than one patch, a place that cannot be written. Each gives
+one line on stderr that names the culprit, exit status 2 and no traceback."""
 
+import dataclasses
 import json
 import shutil
 
@@ -14,6 +15,7 @@ import tessera
 from tessera.cli import main
 from tessera.train import load_recipe
 from tessera.train.checkpoint import save_state, save_weights
+from tessera.train.recipe import DataConfig
 
 SMALL = dict(img_size=32, embed_dim=16, depths=(2, 2), num_heads=(1, 2), num_classes=3)
 RECIPE = ["data.root=digits:train", "data.val_root=null", "model.args.embed_dim=16", "model.args.depths=[2,2]",
@@ -50,6 +52,17 @@ def files(tmp_path_factory):
     save_state(d / "run_wide" / "state.pt", {"model": wide.state_dict(), "optimizer": {}, "scaler": {}, "ema": None})
     (d / "run_badjson" / "run.json").write_text("{not json")
     (d / "no_weights").mkdir()
+    # a video model, videos that cannot be read, annotation lists
+    video = tessera.create_model("video_swin_t", embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=(2, 4, 4),
+                                 num_classes=3)
+    clips = DataConfig(kind="video", img_size=32, clip_len=4, frame_interval=2, num_clips=1, num_crops=1)
+    save_weights(d / "video.safetensors", video.state_dict(),
+                 {**info, "model": "video_swin_t", "model_args": video.model_args,
+                  "data": {**dataclasses.asdict(clips), "mean": [0.5] * 3, "std": [0.5] * 3}})
+    (d / "garbage.mp4").write_bytes(b"\x00\x01 not a video")
+    (d / "no_frames").mkdir()
+    (d / "missing.txt").write_text("gone.mp4 0\n")
+    (d / "malformed.txt").write_text("a.mp4\n")
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
@@ -92,6 +105,23 @@ CASES = [
     (["predict", "--checkpoint", "{d}/good.safetensors", "{d}/missing.png"], "missing.png: not a readable image"),
     (["predict", "--checkpoint", "{d}/good.safetensors", "{d}/image.png", "--top-k", "0"], "--top-k"),
     (["predict", "--checkpoint", "{d}/good.safetensors"], "the following arguments are required: FILE"),
+    (["train", "--config", "demo", *RECIPE, "-o", "{d}/text.jpg/run"], "text.jpg/run: Not a directory"),
+    # videos: make-moving-digits, evaluate and predict
+    (["make-moving-digits", "{d}/text.jpg"], "text.jpg: not a directory"),
+    (["make-moving-digits", "{d}/text.jpg/sub"], "text.jpg/sub: Not a directory"),
+    (["make-moving-digits", "{o}", "--per-class", "0"], "videos per class, not 0"),
+    (["make-moving-digits", "{o}", "--splits", "tests"], "invalid choice: 'tests'"),
+    (["predict", "--checkpoint", "{d}/video.safetensors", "{d}/garbage.mp4"], "garbage.mp4: not a readable video"),
+    (["predict", "--checkpoint", "{d}/video.safetensors", "{d}/no_frames"], "a folder without frame images"),
+    (["predict", "--checkpoint", "{d}/video.safetensors", "{d}/gone.mp4"], "gone.mp4: not a readable video (no such"),
+    (["evaluate", "--checkpoint", "{d}/video.safetensors", "--data", "{d}/garbage.mp4"], "one video, not a data set"),
+    (["evaluate", "--checkpoint", "{d}/video.safetensors", "--data", "{d}/missing.txt", "--workers", "0"],
+     "missing.txt: none of its 1 samples could be read"),
+    (["evaluate", "--checkpoint", "{d}/video.safetensors", "--data", "{d}/malformed.txt"], "malformed.txt:1: expected"),
+    (["evaluate", "--checkpoint", "{d}/video.safetensors", "--data", "{d}/no_frames"], "no_frames: no videos found"),
+    (["evaluate", "--checkpoint", "{d}/video.safetensors", "--data", "digits"], "digits: no such directory"),
+    (["evaluate", "--checkpoint", "{d}/video.safetensors", "--data", "moving_digits", "--clips", "0"], "--clips"),
+    (["evaluate", "--checkpoint", "{d}/video.safetensors", "--data", "moving_digits", "--crops", "2"], "--crops"),
     # convert and inflate
     (["convert", "{d}/truncated.pth", "{o}"], "truncated.pth: not a readable checkpoint (truncated or corrupted?)"),
     (["convert", "{d}/missing.pth", "{o}"], "missing.pth: no such file"),
@@ -99,6 +129,7 @@ CASES = [
     (["convert", "{d}/weights.pth", "{o}", "--model", "swin_tt"], "unknown model 'swin_tt'; did you mean swin_t"),
     (["convert", "{d}/weights.pth", "{o}", "--model", "vit_t_16"], "weights.pth: the checkpoint does not fit"),
     (["convert", "{d}/weights.pth", "{o}", "--model", "swin_t", "embed_dim=abc"], "cannot build swin_t with embed_dim"),
+    (["convert", "{d}/weights.pth", "{d}/text.jpg/out"], "text.jpg/out: Not a directory"),
     (["inflate", "{d}/truncated.pth", "{o}", "--model", "video_swin_t"], "truncated.pth: not a readable checkpoint"),
     (["inflate", "{d}/weights.pth", "{o}", "--model", "video_swinn_t"], "did you mean video_swin_t"),
     (["inflate", "{d}/weights.pth", "{o}", "--model", "video_swin_t", "window_size=0"], "cannot build video_swin_t"),

@@ -1,8 +1,8 @@
 """The ``tessera`` command: a thin layer over the Python API, one module per command.
 
 Each command module defines ``register(subparsers)`` (which adds its parser and sets
-``func``). Errors about the user's input print one line and exit with status 2; ``--debug``
-shows the traceback.
+``func``). Errors about the user's input (a TesseraError, or an OSError about one of their
+files) print one line and exit with status 2; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -86,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"tessera {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file or folder of the user's that cannot be read or written
+        if args.debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"tessera {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"tessera {args.command}: interrupted", file=sys.stderr)

@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data import build_augment, build_dataset
     from ..data.loader import ShardSampler, SkippedSamples, build_loader
-    from ..errors import ConfigError
+    from ..errors import DataError
     from ..train import distributed
     from ..train.checkpoint import load_trained_model
     from ..train.evaluation import clip_scores, data_config, evaluate
@@ -70,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
                      info, skipped=skipped, progress=None if args.json else "evaluate", per_view=clips,
                      max_views=cfg.max_testing_views)
     res = meter.result()
+    if not res["num_samples"]:
+        raise DataError(f"{args.data}: none of its {len(dataset)} samples could be read (each is named above)")
     if clips is not None:
         res.update(clip_scores(clips, views))
     per_class = dict(zip(classes, meter.per_class_accuracy()))

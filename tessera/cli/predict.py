@@ -33,6 +33,7 @@ def _predict_image(model, info, path: str, top_k: int):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data.images import error_reason
     from ..data.video.io import READ_ERRORS
     from ..train import distributed
     from ..train.checkpoint import load_trained_model
@@ -47,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
             top = predict_videos(model, info, [path], args.top_k)[0] if video else _predict_image(model, info, path,
                                                                                                   args.top_k)
         except (*READ_ERRORS, SyntaxError) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            print(f"tessera predict: error: {path}: not a readable {what} ({reason})", file=sys.stderr)
+            print(f"tessera predict: error: {path}: not a readable {what} ({error_reason(e, path)})", file=sys.stderr)
             failed += 1
             continue
         if args.json:

@@ -92,7 +92,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
+    except FileExistsError:  # (a file higher up the path is the OS's NotADirectoryError, said as such)
         raise CheckpointError(f"{directory}: exists and is not a directory") from None
     from safetensors.torch import save_file
 
