@@ -21,3 +21,8 @@ class ConfigError(TesseraError, ValueError):
 
 class DataError(TesseraError, ValueError):
     """A data set that cannot be used (missing, empty, or too many bad samples)."""
+
+
+class InputShapeError(TesseraError, ValueError):
+    """An input tensor a model cannot take: wrong rank, channel count or dtype, or smaller
+    than one patch. The message names the expected and the received shape."""

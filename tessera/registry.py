@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from .errors import UnknownModelError
+from .errors import ConfigError, TesseraError, UnknownModelError
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -72,8 +72,19 @@ def create_model(
         out_indices: the stages the pyramid returns.
         **overrides: constructor arguments that replace the variant's defaults
             (``num_classes=10``, ``drop_path_rate=0.1``, ...).
+
+    Raises :class:`~tessera.errors.UnknownModelError` (with the closest names) for an
+    unknown name, :class:`~tessera.errors.ConfigError` for arguments the model does not
+    take or cannot be built with.
     """
-    model = model_entrypoint(name)(**overrides)
+    entrypoint = model_entrypoint(name)
+    try:
+        model = entrypoint(**overrides)
+    except (TypeError, ValueError, RuntimeError) as e:  # an unknown argument, or values that do not fit
+        if isinstance(e, TesseraError):
+            raise
+        given = f" with {', '.join(sorted(overrides))}" if overrides else ""
+        raise ConfigError(f"cannot build {name}{given}: {' '.join(str(e).split())}") from e
     model.model_name = name
     if pretrained is not None:
         from .weights import load_checkpoint

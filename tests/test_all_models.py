@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import tessera
+from tessera.errors import InputShapeError
 
 IMAGE_SIZE = 64
 CLIP = (4, 32, 32)
@@ -131,12 +132,37 @@ def test_state_dict_round_trip_and_model_args(built):
     assert model.model_name == name
 
 
-def test_wrong_channel_count_is_a_clear_error(built):
+def bad_input(kind: str, x: torch.Tensor) -> torch.Tensor:
+    """``x`` spoiled in one way: a missing batch axis, one channel too many, integer pixels,
+    or a spatial size (2 pixels) smaller than any model's patch."""
+    if kind == "rank":
+        return x[0]
+    if kind == "channels":
+        return torch.randn(x.shape[0], x.shape[1] + 1, *x.shape[2:])
+    if kind == "dtype":
+        return torch.randint(0, 255, x.shape)
+    return x[..., :2, :2].contiguous()
+
+
+@pytest.mark.parametrize("kind", ["rank", "channels", "dtype", "too_small"])
+def test_bad_input_is_a_clear_error_before_any_computation(built, kind):
     name, model = built
-    x = sample(model)
-    bad = torch.randn(x.shape[0], x.shape[1] + 1, *x.shape[2:])
-    with pytest.raises(ValueError, match="channels"):
-        model(bad)
+    bad = bad_input(kind, sample(model))
+    called = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: called.append(n))
+             for n, m in model.named_modules() if n]
+    try:
+        with pytest.raises(InputShapeError) as info:
+            model(bad)
+    finally:
+        for h in hooks:
+            h.remove()
+    message = str(info.value)
+    assert isinstance(info.value, ValueError) and "\n" not in message
+    assert str(tuple(bad.shape)) in message, message  # what it got
+    assert "expected" in message or "at least" in message, message  # what it needs
+    assert {"channels": "channels", "dtype": "floating-point", "rank": "dimensions"}.get(kind, "") in message
+    assert not called, f"{name} ran {called[:3]} before refusing the input"
 
 
 def test_every_family_has_a_variant_that_runs_every_check():

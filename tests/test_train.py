@@ -13,28 +13,11 @@ from safetensors.torch import load_file, save_file
 
 import tessera
 from tessera.cli import main
-from tessera.data.digits import Digits
 from tessera.errors import CheckpointError, TesseraError
 from tessera.train import Trainer, load_recipe, load_trained_model, predict_images, read_run_info
 from tessera.train.checkpoint import atomic_path, load_state, save_state
 
-#: a Swin small enough that a few steps take a second
-TINY = ["model.args.embed_dim=16", "model.args.depths=[2,2]", "model.args.num_heads=[1,2]",
-        "model.args.drop_path_rate=0.0", "data.batch_size=8", "schedule.epochs=2", "schedule.warmup_epochs=1"]
-
-
-def write_digit_folder(root: Path, classes=("0", "1", "7"), per_class=16, split="train") -> Path:
-    """Real digits as PNG and JPEG files in ``root/<class>/``."""
-    ds = Digits(split, size=32)
-    counts = {c: 0 for c in classes}
-    for i, t in enumerate(ds.targets):
-        name = ds.classes[t]
-        if name in counts and counts[name] < per_class:
-            (root / name).mkdir(parents=True, exist_ok=True)
-            ext = "png" if counts[name] % 2 else "jpg"
-            ds.load(i).save(root / name / f"{i:04d}.{ext}")
-            counts[name] += 1
-    return root
+from digit_folders import TINY, write_digit_folder
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +94,8 @@ def test_any_recipe_trains_on_image_folders_then_evaluate_and_predict(folders, t
     capsys.readouterr()
     # resuming from the command line: its own recipe, plus overrides
     assert main(["train", "--resume", str(tuned), "train.max_steps=2"]) == 0
-    assert "stopped after step 2; continue with: tessera train --resume" in capsys.readouterr().out
+    assert f"stopped after step 2, checkpoint saved in {tuned}; continue with: tessera train --resume {tuned}" \
+           in capsys.readouterr().out
     assert load_state(tuned / "state.pt")["global_step"] == 2
     assert main(["train", "--resume", str(tuned), "--config", "demo"]) == 2
     assert "leave out --config" in capsys.readouterr().err
@@ -181,9 +165,13 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(folders, tmp_path):
     def poisoned(logits, target):
         calls["n"] += 1
         loss = loss_fn(logits, target)
-        # one bad step in the first epoch, then only bad steps from the second epoch on
-        bad = calls["n"] == 2 or calls["n"] > trainer.steps_per_epoch
-        return loss * float("nan") if bad else loss
+        # one NaN step in the first epoch, then only bad steps from the second epoch on:
+        # infinite, minus infinite, NaN
+        if calls["n"] == 2:
+            return loss * float("nan")
+        if calls["n"] > trainer.steps_per_epoch:
+            return loss * (float("inf"), -float("inf"), float("nan"))[calls["n"] % 3]
+        return loss
 
     trainer.criterion = poisoned
     before = {}
@@ -198,6 +186,7 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(folders, tmp_path):
     with pytest.raises(TesseraError, match=r"stopped: 3 steps in a row had a non-finite loss.*last good checkpoint"):
         trainer.fit()
     assert trainer.nan_total == 4 and trainer.history[0]["nan_steps"] == 1
+    assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text())["nan_steps"] == 1
     # the skipped step changed nothing
     assert all(torch.equal(before[1][k], before[2][k]) for k in before[1])
     # the checkpoint of epoch 1 is intact and is what the model still holds

@@ -39,6 +39,8 @@ from tessera.data.video.sampling import clip_offsets, interval_clips, sample_fra
 from tessera.errors import ConfigError, DataError
 from tessera.train.recipe import DataConfig, load_recipe
 
+from digit_folders import write_no_frames
+
 # ---------------------------------------------------------------------------------------
 # sampling (mmaction2's SampleFrames), against indices worked out by hand
 
@@ -245,14 +247,6 @@ def test_frames_folder_is_read_in_name_order(tmp_path):
         assert video.read([0], short_side=10).shape == (1, 10, 15, 3)
 
 
-def write_no_frames(path, codec="mpeg4"):
-    """A container with a header and no frames (mp4 drops the empty stream: no video stream)."""
-    with av.open(str(path), "w") as c:
-        s = c.add_stream(codec, rate=25)
-        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
-        c.start_encoding()
-
-
 def make_video_folder(root, classes=("left", "right"), per_class=3, bad=True):
     """Real mp4 files (moving squares) in class folders, plus a frames folder and, with
     ``bad``, one video of each broken kind."""
@@ -273,7 +267,9 @@ def make_video_folder(root, classes=("left", "right"), per_class=3, bad=True):
         (d / "truncated.mp4").write_bytes(good[: len(good) // 2])
         write_no_frames(d / "empty.avi")
         write_no_frames(d / "audio_only.mp4", "libx264")
-        broken = {"zero.mp4", "garbage.mkv", "truncated.mp4", "empty.avi", "audio_only.mp4"}
+        (d / "frames_lost" / "nothing_inside").mkdir(parents=True)  # a frames folder without frames (nothing under it)
+        (d / "notes.txt").write_text("not a video")  # no video by its ending: named once, not a sample
+        broken = {"zero.mp4", "garbage.mkv", "truncated.mp4", "empty.avi", "audio_only.mp4", "nothing_inside"}
     return root, broken
 
 
@@ -286,13 +282,15 @@ def test_video_folder_and_bad_videos_are_reported_and_skipped(tmp_path, caplog):
     cfg = DataConfig(**VIDEO_CFG)
     ds = build_dataset(cfg, "train", source=str(root))
     assert isinstance(ds, VideoFolder) and ds.classes == ["left", "right"]
-    assert len(ds) == 3 + 1 + 3 + 5  # videos, the frames folder, the broken ones
+    assert len(ds) == 3 + 1 + 3 + 6  # videos, the frames folder, the broken ones
     items = [ds[i] for i in range(len(ds))]
     bad = [it for it in items if isinstance(it, BadSample)]
     assert sorted(b.path.rsplit("/", 1)[1] for b in bad) == sorted(broken)
     assert all(b.reason for b in bad)
     reasons = {b.path.rsplit("/", 1)[1]: b.reason for b in bad}
     assert "no video frames" in reasons["empty.avi"] and "no video stream" in reasons["audio_only.mp4"]
+    assert reasons["nothing_inside"] == "a folder without frame images"
+    assert caplog.text.count("notes.txt") == 1 and "ignored 1 files that are not videos" in caplog.text
     good = [it for it in items if not isinstance(it, BadSample)]
     assert all(x.shape == (4, 16, 16, 3) and x.dtype == torch.uint8 for x, _ in good)
     # the loop's machinery: each reported once with its path, counted, too many stop the run
@@ -300,10 +298,10 @@ def test_video_folder_and_bad_videos_are_reported_and_skipped(tmp_path, caplog):
     for _ in range(2):
         x, _, bad_batch = collate_skipping_bad(items)
         skipped.add(bad_batch)
-    assert len(skipped) == 5 and x.shape == (7, 4, 16, 16, 3)
+    assert len(skipped) == 6 and x.shape == (7, 4, 16, 16, 3)
     for name in broken:
         assert caplog.text.count(name) == 1
-    with pytest.raises(DataError, match="5 of the 12 train samples could not be read"):
+    with pytest.raises(DataError, match="6 of the 13 train samples could not be read"):
         SkippedSamples("train", len(ds), max_fraction=0.2).add(bad)
     test = build_dataset(cfg, "test", classes=ds.classes, source=str(root))
     x, _ = test[0]

@@ -23,6 +23,8 @@ from tessera.train.metrics import ClassificationMeter
 from tessera.train.optim import build_optimizer, param_groups
 from tessera.train.schedule import WarmupCosine
 
+from digit_folders import VIDEO_TINY
+
 # ---------------------------------------------------------------------------------------
 # view averaging
 
@@ -142,11 +144,6 @@ def test_video_recipes_are_the_official_ones():
 # end to end
 
 
-#: a Video Swin small enough that a few steps take a second
-TINY = ["model.args.embed_dim=16", "model.args.depths=[2,2]", "model.args.num_heads=[1,2]",
-        "model.args.window_size=[2,4,4]", "data.batch_size=8", "schedule.epochs=1", "schedule.warmup_epochs=0"]
-
-
 @pytest.fixture(scope="module")
 def moving_files(tmp_path_factory):
     """The moving digits as mp4 files (3 per class and split), through the command."""
@@ -161,7 +158,7 @@ def test_mp4_folders_and_lists_train_and_evaluate_through_the_cli(moving_files, 
     root = moving_files
     out = tmp_path / "folder_run"
     args = ["train", "--config", "video_demo", f"data.root={root / 'train'}", f"data.val_root={root / 'val.txt'}",
-            f"data.test_root={root / 'test'}", "data.max_bad_fraction=0.1", *TINY, "--output", str(out)]
+            f"data.test_root={root / 'test'}", "data.max_bad_fraction=0.1", *VIDEO_TINY, "--output", str(out)]
     assert main(args) == 0
     stdout = capsys.readouterr().out
     assert "on 25 samples of 8 classes" in stdout and "clip/s" in stdout
@@ -197,7 +194,7 @@ def test_mp4_folders_and_lists_train_and_evaluate_through_the_cli(moving_files, 
     # an annotation list (with its class-name file) trains with no code change
     listed = tmp_path / "list_run"
     assert main(["train", "--config", "video_demo", f"data.root={root / 'train.txt'}",
-                 f"data.class_names={root / 'classes.txt'}", f"data.val_root={root / 'val'}", *TINY,
+                 f"data.class_names={root / 'classes.txt'}", f"data.val_root={root / 'val'}", *VIDEO_TINY,
                  "--output", str(listed)]) == 0
     assert read_run_info(listed / "last.safetensors")["classes"] == CLASSES
     assert "on 24 samples of 8 classes" in capsys.readouterr().out
@@ -208,7 +205,7 @@ def test_fine_tuning_from_image_weights_and_from_video_weights(tmp_path, capsys)
     image = tessera.create_model("swin_t", num_classes=10, embed_dim=16, depths=(2, 2), num_heads=(1, 2),
                                  window_size=4, img_size=32)
     save_file({k: v.contiguous() for k, v in image.state_dict().items()}, tmp_path / "image.safetensors")
-    recipe = load_recipe("video_demo", [*TINY, "model.args.window_size=[2,4,4]", "train.max_steps=1",
+    recipe = load_recipe("video_demo", [*VIDEO_TINY, "model.args.window_size=[2,4,4]", "train.max_steps=1",
                                         "data.val_root=null", f"model.pretrained={tmp_path / 'image.safetensors'}"])
     trainer = Trainer(recipe, tmp_path / "from_image")
     trainer.fit()
@@ -220,7 +217,7 @@ def test_fine_tuning_from_image_weights_and_from_video_weights(tmp_path, capsys)
     # one AdamW step (lr 1e-3) away from the image's patch embedding divided by the 2 frames
     assert (inflated[:, :, 0] - image.patch_embed.proj.weight / 2).abs().max() < 2e-3
     # from a video checkpoint (the state the run just saved): loaded as it is
-    video = load_recipe("video_demo", [*TINY, "train.max_steps=1", "data.val_root=null",
+    video = load_recipe("video_demo", [*VIDEO_TINY, "train.max_steps=1", "data.val_root=null",
                                        f"model.pretrained={tmp_path / 'from_image' / 'state.pt'}"])
     tuned = Trainer(video, tmp_path / "from_video")
     assert torch.equal(tuned.model.patch_embed.proj.weight, trainer.model.patch_embed.proj.weight)
@@ -234,7 +231,7 @@ def test_fine_tuning_from_image_weights_and_from_video_weights(tmp_path, capsys)
 @pytest.mark.slow
 def test_video_demo_command(tmp_path, capsys):
     out = tmp_path / "vdemo"
-    assert main(["demo", "--video", "--output", str(out), *TINY, "data.root=moving_digits:val"]) == 0
+    assert main(["demo", "--video", "--output", str(out), *VIDEO_TINY, "data.root=moving_digits:val"]) == 0
     text = capsys.readouterr().out
     assert "% video level (6 views per video)" in text and "360 held-out videos" in text
     samples = sorted((out / "samples").glob("*.mp4"))

@@ -7,14 +7,16 @@ from __future__ import annotations
 import argparse
 import json
 
+from . import count
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("benchmark", help="measure speed (optionally against timm or torchvision)",
                        description=__doc__)
     p.add_argument("model", help="a registered model name")
-    p.add_argument("--batch-size", type=int, help="default: 8 images or 1 clip")
+    p.add_argument("--batch-size", type=count(1), help="default: 8 images or 1 clip")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--img-size", type=int, help="image side (default: the model's own)")
+    size.add_argument("--img-size", type=count(1), help="image side (default: the model's own)")
     size.add_argument("--clip", help="video clip T,H,W (default 16,224,224)")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="fp32, or autocast to bf16/fp16")
     p.add_argument("--train", action="store_true", help="time forward + backward + AdamW step")
@@ -25,11 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", action="store_true", help="use the official step-by-step path (Swin)")
     p.add_argument("--no-onednn", action="store_true",
                    help="plain torch linear layers instead of oneDNN's fused ones (for ablations)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--iters", type=int, default=3, help="iterations per timed round")
-    p.add_argument("--rounds", type=int, default=5, help="timed rounds (the median is reported)")
-    p.add_argument("--agreement", type=int, default=0, metavar="N",
+    p.add_argument("--threads", type=count(1), help="CPU threads (default: torch's)")
+    p.add_argument("--warmup", type=count(0), default=3)
+    p.add_argument("--iters", type=count(1), default=3, help="iterations per timed round")
+    p.add_argument("--rounds", type=count(1), default=5, help="timed rounds (the median is reported)")
+    p.add_argument("--agreement", type=count(0), default=0, metavar="N",
                    help="also compare the top-1 class under --dtype with fp32 on N random inputs")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -41,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from .. import create_model
     from ..bench import benchmark, format_result, peer_model
     from ..errors import TesseraError
+    from ..train.distributed import resolve_device
 
+    resolve_device(args.device)  # a device this machine has, before any work
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -19,6 +19,8 @@ import json
 import re
 from pathlib import Path
 
+from . import count
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a trained model on a data set", description=__doc__,
@@ -27,12 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True,
                    help="a folder of class folders, an annotation list (videos), or a built-in set (digits)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--batch-size", type=int, default=64, help="samples (videos: with all their views) per batch")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch-size", type=count(1), default=64, help="samples (videos: with all their views) per batch")
+    p.add_argument("--workers", type=count(0), default=2)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--confusion", help="where to write the confusion matrix (default: beside the checkpoint)")
     p.add_argument("--video-prefix", help="videos: the folder an annotation list's paths are relative to")
-    p.add_argument("--clips", type=int, help="videos: test clips per video (default: the recipe's data.num_clips)")
+    p.add_argument("--clips", type=count(1), help="videos: test clips per video (default: the recipe's data.num_clips)")
     p.add_argument("--crops", type=int, choices=(1, 3), help="videos: spatial crops per clip (default: data.num_crops)")
     p.set_defaults(func=run)
 
@@ -40,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data import build_augment, build_dataset
     from ..data.loader import ShardSampler, SkippedSamples, build_loader
-    from ..errors import ConfigError
+    from ..errors import DataError
     from ..train import distributed
     from ..train.checkpoint import load_trained_model
     from ..train.evaluation import clip_scores, data_config, evaluate
@@ -54,8 +56,6 @@ def run(args: argparse.Namespace) -> int:
     video = cfg.kind == "video"
     cfg.video_prefix = args.video_prefix  # a list's paths: relative to the list, not to the training's prefix
     if args.clips is not None:
-        if args.clips < 1:
-            raise ConfigError(f"--clips must be at least 1, got {args.clips}")
         cfg.num_clips = args.clips
     if args.crops is not None:
         cfg.num_crops = args.crops
@@ -70,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
                      info, skipped=skipped, progress=None if args.json else "evaluate", per_view=clips,
                      max_views=cfg.max_testing_views)
     res = meter.result()
+    if not res["num_samples"]:
+        raise DataError(f"{args.data}: none of its {len(dataset)} samples could be read (each is named above)")
     if clips is not None:
         res.update(clip_scores(clips, views))
     per_class = dict(zip(classes, meter.per_class_accuracy()))

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import count
+
 SUFFIXES = {".onnx": "onnx", ".pt2": "torch-export"}
 
 
@@ -20,9 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", required=True, type=Path, help="the file to write")
     p.add_argument("--checkpoint", help="weights to load into the model (any supported checkpoint format)")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--img-size", type=int, help="image side (default: the model's own)")
+    size.add_argument("--img-size", type=count(1), help="image side (default: the model's own)")
     size.add_argument("--clip", help="video clip size T,H,W (default: the model's own)")
-    p.add_argument("--batch-size", type=int, default=1, help="the batch of the export (default 1)")
+    p.add_argument("--batch-size", type=count(1), default=1, help="the batch of the export (default 1)")
     p.add_argument("--dynamic-batch", action="store_true", help="leave the batch axis dynamic")
     p.add_argument("--opset", type=int, help="ONNX opset (18 or newer; default: the exporter's)")
     p.add_argument("--no-verify", dest="verify", action="store_false",

@@ -32,8 +32,11 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..data.moving_digits import write_moving_digits
+    from ..errors import TesseraError
 
     root = Path(args.directory)
+    if root.exists() and not root.is_dir():
+        raise TesseraError(f"{root}: not a directory")
     with tqdm(desc="writing", unit="video", leave=False, disable=None) as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total

@@ -10,12 +10,14 @@ import argparse
 import json
 import sys
 
+from . import count
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify images or videos with a trained model", description=__doc__)
     p.add_argument("images", nargs="+", metavar="FILE", help="images, or videos for a video model")
     p.add_argument("--checkpoint", required=True, help="a run directory or a .safetensors file")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=count(1), default=5)
     p.add_argument("--json", action="store_true", help="one JSON object per line and file")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.set_defaults(func=run)
@@ -31,6 +33,7 @@ def _predict_image(model, info, path: str, top_k: int):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data.images import error_reason
     from ..data.video.io import READ_ERRORS
     from ..train import distributed
     from ..train.checkpoint import load_trained_model
@@ -45,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
             top = predict_videos(model, info, [path], args.top_k)[0] if video else _predict_image(model, info, path,
                                                                                                   args.top_k)
         except (*READ_ERRORS, SyntaxError) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            print(f"tessera predict: error: {path}: not a readable {what} ({reason})", file=sys.stderr)
+            print(f"tessera predict: error: {path}: not a readable {what} ({error_reason(e, path)})", file=sys.stderr)
             failed += 1
             continue
         if args.json:

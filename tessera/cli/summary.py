@@ -6,13 +6,15 @@ import argparse
 
 import torch
 
+from . import count
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("summary", help="parameters, GMACs and stage shapes of a model", description=__doc__)
     p.add_argument("model", help="a registered model name")
-    p.add_argument("--img-size", type=int, help="image side (default: the model's own)")
+    p.add_argument("--img-size", type=count(1), help="image side (default: the model's own)")
     p.add_argument("--clip", help="video clip size T,H,W (video models)")
-    p.add_argument("--num-classes", type=int, help="classes of the head (default: the model's own)")
+    p.add_argument("--num-classes", type=count(0), help="classes of the head (default: the model's own)")
     p.set_defaults(func=run)
 
 

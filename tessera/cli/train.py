@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 
@@ -36,7 +37,11 @@ def recipe_for(args: argparse.Namespace):
         run_json = Path(args.resume) / "run.json"
         if not run_json.is_file():
             raise TesseraError(f"{args.resume}: not a run directory (no run.json)")
-        return recipe_from_dict(apply_overrides(json.loads(run_json.read_text())["recipe"], args.overrides))
+        try:
+            recipe = json.loads(run_json.read_text())["recipe"]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+            raise TesseraError(f"{run_json}: not a run description written by tessera train ({e!r})") from None
+        return recipe_from_dict(apply_overrides(recipe, args.overrides))
     if not args.config:
         raise ConfigError("give a recipe with --config NAME (tessera train --list shows the shipped ones)")
     return load_recipe(args.config, args.overrides)
@@ -44,6 +49,7 @@ def recipe_for(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..train import Trainer, shipped_recipes
+    from ..train.interrupt import stop_on_signals
 
     if args.list:
         for name in shipped_recipes():
@@ -53,17 +59,25 @@ def run(args: argparse.Namespace) -> int:
     output = args.resume or args.output or str(Path("runs") / Path(args.config).stem)
     trainer = Trainer(recipe, output, resume=bool(args.resume), overwrite=args.overwrite)
     try:
-        summary = trainer.fit()
+        with stop_on_signals(trainer) as stop:
+            summary = trainer.fit()
     finally:
         trainer.close()
     if trainer.info.is_main:
-        print(finish_message(summary, output))
-    return 0
+        print(finish_message(summary, output, trainer.info.world_size), flush=True)
+    return stop.exit_code if not summary["finished"] else 0
 
 
-def finish_message(summary: dict, output: str) -> str:
+def resume_command(output: str, world_size: int = 1) -> str:
+    """The command line that continues the run in ``output``."""
+    launcher = f"torchrun --nproc_per_node {world_size} -m tessera" if world_size > 1 else "tessera"
+    return f"{launcher} train --resume {shlex.quote(str(output))}"
+
+
+def finish_message(summary: dict, output: str, world_size: int = 1) -> str:
     if not summary["finished"]:
-        return f"stopped after step {summary['steps']}; continue with: tessera train --resume {output}"
+        return (f"stopped after step {summary['steps']}, checkpoint saved in {output}; "
+                f"continue with: {resume_command(output, world_size)}")
     lines = [f"done: {summary['epochs']} epochs, {summary['steps']} steps; weights and metrics in {output}"]
     if summary["best_val_top1"] is not None:
         lines.append(f"best validation top-1: {summary['best_val_top1']:.2f} %")

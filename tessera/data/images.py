@@ -10,6 +10,7 @@ path and the reason, the collate function drops it and the loop reports it once.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+
+log = logging.getLogger("tessera")
 
 #: file endings read as images (case-insensitive)
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
@@ -113,12 +116,14 @@ def find_classes(root: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
 
 
-def class_folder_samples(root: Path, classes: Sequence[str] | None, files_under: Callable[[Path], list[Path]],
-                         none_found: str) -> tuple[list[str], list[tuple[str, int]]]:
+def class_folder_samples(root: Path, classes: Sequence[str] | None,
+                         files_under: Callable[[Path], tuple[list[Path], list[Path]]], none_found: str,
+                         not_samples: str) -> tuple[list[str], list[tuple[str, int]]]:
     """``(classes, [(path, label)])`` of a folder of class folders: ``files_under(class
-    folder)`` lists a class's samples. ``classes`` fixes the class order (a validation
-    folder takes the training folder's; a folder of another name is an error), by default
-    the sub-directories of ``root``. No sample at all is a DataError ``"{root}: no
+    folder)`` gives a class's samples and the files it leaves out, which are named once in a
+    warning (``"{root}: ignored N {not_samples}: ..."``). ``classes`` fixes the class order (a
+    validation folder takes the training folder's; a folder of another name is an error), by
+    default the sub-directories of ``root``. No sample at all is a DataError ``"{root}: no
     {none_found}"``."""
     if not root.is_dir():
         raise DataError(f"{root}: no such directory")
@@ -131,21 +136,36 @@ def class_folder_samples(root: Path, classes: Sequence[str] | None, files_under:
             raise DataError(f"{root}: class folders not among the model's {len(classes)} classes: "
                             f"{', '.join(unknown[:10])}")
     samples: list[tuple[str, int]] = []
+    ignored: list[Path] = []
     for idx, name in enumerate(classes):
         if (root / name).is_dir():
-            samples += [(str(p), idx) for p in files_under(root / name)]
+            found_here, left_out = files_under(root / name)
+            samples += [(str(p), idx) for p in found_here]
+            ignored += left_out
+    report_ignored(root, ignored, not_samples)
     if not samples:
         raise DataError(f"{root}: no {none_found}")
     return list(classes), samples
 
 
-def _images_under(folder: Path) -> list[Path]:
-    out = []
+def report_ignored(root: Path, files: Sequence[Path], what: str, shown: int = 20) -> None:
+    """Name the files of a data set that are not read as samples, once, when the set is built."""
+    if not files:
+        return
+    names = ", ".join(str(f) for f in files[:shown]) + (f" and {len(files) - shown} more" if len(files) > shown else "")
+    log.warning("%s: ignored %d %s: %s", root, len(files), what, names)
+
+
+def _images_under(folder: Path) -> tuple[list[Path], list[Path]]:
+    """``(image files, other files)`` under ``folder``, by their endings; hidden files and
+    folders are left out of both."""
+    images, others = [], []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out += [Path(dirpath) / f for f in sorted(filenames)
-                if f.lower().endswith(IMG_EXTENSIONS) and not f.startswith(".")]
-    return out
+        for f in sorted(filenames):
+            if not f.startswith("."):
+                (images if f.lower().endswith(IMG_EXTENSIONS) else others).append(Path(dirpath) / f)
+    return images, others
 
 
 class ImageFolder(ImageDataset):
@@ -165,12 +185,16 @@ class ImageFolder(ImageDataset):
         super().__init__(transform, seed)
         self.root = Path(root)
         self.classes, self.samples = class_folder_samples(
-            self.root, classes, _images_under, f"images found (expected {self.root}/<class>/<image> with one of "
-                                              f"{', '.join(IMG_EXTENSIONS)})")
+            self.root, classes, _images_under,
+            f"images found (expected {self.root}/<class>/<image> with one of {', '.join(IMG_EXTENSIONS)})",
+            "files that are not images (by their ending)")
         self.targets = [t for _, t in self.samples]
 
     def load(self, index: int) -> Image.Image:
-        with Image.open(self.samples[index][0]) as img:
+        path = self.samples[index][0]
+        if os.path.getsize(path) == 0:  # Pillow only says it cannot identify it
+            raise OSError("the file is empty")
+        with Image.open(path) as img:
             return img.convert("RGB")
 
     def describe(self, index: int) -> str:

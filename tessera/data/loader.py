@@ -10,6 +10,7 @@ in the middle of an epoch (``set_epoch(epoch, start_step)``).
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -91,15 +92,24 @@ def collate_skipping_bad(items: Sequence[Any]) -> tuple[Any, Any, list[BadSample
     return x, y, bad
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """Workers ignore SIGINT and SIGTERM: a terminal's Ctrl-C reaches the whole process group,
+    and a worker that died of it would fail the step the main process is finishing before it
+    saves (:mod:`tessera.train.interrupt`). The workers end with the main process."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+
+
 def build_loader(dataset: Dataset, sampler: Sampler, batch_size: int, num_workers: int,
                  pin_memory: bool = False, seed: int = 0) -> DataLoader:
     """A DataLoader over ``sampler`` whose batches are ``(x, y, bad samples)``. Workers are
-    started per epoch (so they see the data set's epoch); the loader's own generator keeps
-    the global random state untouched."""
+    started per epoch (so they see the data set's epoch) and leave stop signals to the main
+    process; the loader's own generator keeps the global random state untouched."""
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
         collate_fn=collate_skipping_bad, pin_memory=pin_memory, drop_last=False,
         generator=torch.Generator().manual_seed(seed), persistent_workers=False,
+        worker_init_fn=ignore_stop_signals if num_workers > 0 else None,
     )
 
 

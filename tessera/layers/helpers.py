@@ -8,6 +8,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from ..errors import InputShapeError
+
 
 def to_ntuple(value: int | Iterable[int], n: int, name: str = "value") -> tuple[int, ...]:
     """``7 -> (7, 7)``; a sequence must already have ``n`` entries."""
@@ -45,31 +47,26 @@ def check_input(
     layout: str,
     min_size: Sequence[int] | None = None,
 ) -> None:
-    """Raise a ``ValueError`` naming the expected and received shape before any
-    computation happens.
+    """Raise an :class:`~tessera.errors.InputShapeError` (a ``ValueError``) naming the
+    expected and received shape before any computation happens.
 
     ``layout`` describes the expected shape for the message, e.g. ``"(B, 3, H, W)"``.
     """
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"expected a tensor of shape {layout}, got {type(x).__name__}")
+        raise InputShapeError(f"expected a tensor of shape {layout}, got {type(x).__name__}")
+    shape = tuple(x.shape)
     if x.dim() != rank:
-        raise ValueError(
-            f"expected input of shape {layout} ({rank} dimensions), got shape {tuple(x.shape)}"
-        )
+        raise InputShapeError(f"expected input of shape {layout} ({rank} dimensions), got shape {shape}")
     if x.shape[1] != channels:
-        raise ValueError(
-            f"expected {channels} input channels, shape {layout}, got shape {tuple(x.shape)}"
-        )
+        raise InputShapeError(f"expected {channels} input channels, shape {layout}, got shape {shape}")
     if not x.is_floating_point():
-        raise ValueError(
-            f"expected a floating-point input of shape {layout}, got dtype {x.dtype}"
-        )
+        raise InputShapeError(f"expected a floating-point input of shape {layout}, got {x.dtype} of shape {shape}")
     if min_size is not None:  # the last len(min_size) axes
-        spatial = tuple(x.shape[x.dim() - len(min_size) :])
+        spatial = shape[x.dim() - len(min_size) :]
         if any(s < m for s, m in zip(spatial, min_size)):
-            raise ValueError(
-                f"input of shape {tuple(x.shape)} is smaller than one patch "
-                f"{tuple(min_size)} along its last {len(min_size)} dimensions"
+            raise InputShapeError(
+                f"input of shape {shape} is smaller than one patch {tuple(min_size)} along its last "
+                f"{len(min_size)} dimensions (expected {layout})"
             )
 
 
@@ -79,4 +76,5 @@ def check_image(x: torch.Tensor, channels: int, min_side: int, needs: str) -> No
     message)."""
     check_input(x, rank=4, channels=channels, layout=f"(B, {channels}, H, W)")
     if min(x.shape[-2:]) < min_side:
-        raise ValueError(f"input of shape {tuple(x.shape)} is too small: {needs} needs H and W of at least {min_side}")
+        raise InputShapeError(f"input of shape {tuple(x.shape)} is too small: {needs} needs H and W of at least "
+                              f"{min_side}")

@@ -196,6 +196,7 @@ class CeiT(TesseraModel):
         self.num_classes = num_classes
         self.num_features = embed_dim
         self.num_prefix_tokens = 1
+        self.patch_size = patch_size
         self.i2t = ImageToTokens(in_chans, embed_dim, stem_chans, patch_size)
         self.patch_grid = _i2t_grid(img, patch_size)
         num_patches = self.patch_grid[0] * self.patch_grid[1]
@@ -223,7 +224,9 @@ class CeiT(TesseraModel):
         return {"pos_embed", "cls_token", "pos_layer_embed"}
 
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        check_input(x, rank=4, channels=self.in_chans, layout=f"(B, {self.in_chans}, H, W)")
+        # one token is a patch of the stride-4 I2T map: smaller images have nothing to embed
+        side = 4 * self.patch_size
+        check_input(x, rank=4, channels=self.in_chans, layout=f"(B, {self.in_chans}, H, W)", min_size=(side, side))
         x, grid = self.i2t(x)
         pos = resize_pos_embed(self.pos_embed, self.patch_grid, grid, num_prefix_tokens=1)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + pos

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputShapeError
 from ..layers.attention import attend
 from ..layers.conv import map_to_tokens
 from ..layers.drop import DropPath
@@ -425,7 +425,7 @@ class LeViT(TesseraModel):
         """``(B, in_chans, H, W) -> (B, N, C)``: the tokens of the last stage."""
         check_input(x, rank=4, channels=self.in_chans, layout=f"(B, {self.in_chans}, H, W)")
         if tuple(x.shape[2:]) != self.img_size:
-            raise ValueError(
+            raise InputShapeError(
                 f"expected input of spatial size {self.img_size} (the img_size the attention biases are "
                 f"made for), got shape {tuple(x.shape)}; build the model with img_size={tuple(x.shape[2:])}"
             )

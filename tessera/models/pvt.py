@@ -83,10 +83,11 @@ class Block(nn.Module):
 def min_input_size(first_stride: int, sr_ratios: Sequence[int], linear: bool = False) -> int:
     """The smallest image side every stage's spatial reduction can take: stage ``i`` has a
     map of ``ceil(S / (first_stride * 2**i))`` tokens per side and needs at least
-    ``sr_ratio`` of them (the linear variant pools to a fixed size and needs one)."""
+    ``sr_ratio`` of them (the linear variant pools to a fixed size and needs one). Never
+    less than one patch of the first stage: a smaller image has nothing to embed."""
     if linear:
-        return 1
-    return max(first_stride * 2**i * (sr - 1) + 1 for i, sr in enumerate(sr_ratios))
+        return first_stride
+    return max(first_stride, *(first_stride * 2**i * (sr - 1) + 1 for i, sr in enumerate(sr_ratios)))
 
 
 class PyramidVisionTransformer(TesseraModel):
@@ -205,7 +206,7 @@ class PyramidVisionTransformer(TesseraModel):
     # -- the forward pass ----------------------------------------------------------------
 
     def _check(self, x: torch.Tensor) -> None:
-        check_image(x, self.in_chans, self.min_size, "the spatial reduction of PVT")
+        check_image(x, self.in_chans, self.min_size, "the patch embedding and spatial reduction of PVT")
 
     def _stage(self, i: int, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Stage ``i``: ``(B, C_in, H, W)`` image or map -> its tokens ``(B, [1 +] h * w, C)``

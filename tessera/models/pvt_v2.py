@@ -215,7 +215,7 @@ class PyramidVisionTransformerV2(TesseraModel):
     # -- the forward pass ----------------------------------------------------------------
 
     def _check(self, x: torch.Tensor) -> None:
-        check_image(x, self.in_chans, self.min_size, "the spatial reduction of PVT v2")
+        check_image(x, self.in_chans, self.min_size, "the patch embedding and spatial reduction of PVT v2")
 
     def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each stage's normalised map: ``[(B, C_i, H / s_i, W / s_i)]`` for strides 4, 8,

@@ -34,10 +34,13 @@ class DistInfo:
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     if spec == "auto":
         return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(spec)
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"device {spec!r}: expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"train.device={spec}: no CUDA device is available")
+            raise ConfigError(f"device {spec!r}: no CUDA device is available (use cpu)")
         if device.index is None:
             device = torch.device("cuda", local_rank)
     return device

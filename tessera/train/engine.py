@@ -34,7 +34,7 @@ from .. import __version__
 from ..data import SPLIT_KEYS, build_augment, build_dataset, data_kind
 from ..data.loader import ShardSampler, SkippedSamples, StepSampler, build_loader
 from ..data.mixup import Mixup
-from ..errors import ConfigError, TesseraError
+from ..errors import CheckpointError, ConfigError, TesseraError
 from ..losses import classification_loss
 from ..registry import create_model
 from ..weights import load_checkpoint
@@ -42,6 +42,7 @@ from . import distributed
 from .checkpoint import (
     load_state,
     load_trained_model,
+    remove_stale_temporaries,
     rng_state,
     save_state,
     save_weights,
@@ -93,6 +94,10 @@ class Trainer:
     def __init__(self, recipe: Recipe, output: str | os.PathLike, resume: bool = False, overwrite: bool = False) -> None:
         self.recipe = recipe
         self.output = Path(output)
+        if resume and not (self.output / "state.pt").exists() and (self.output / "run.json").exists():
+            # killed before its first checkpoint: the run starts again from the beginning
+            log.warning("%s: no checkpoint was written yet; starting the run from its beginning", self.output)
+            resume, overwrite = False, True
         self.info = distributed.setup(recipe.train.device)
         self._configure_torch()
         r, d, info = recipe, recipe.data, self.info
@@ -212,6 +217,7 @@ class Trainer:
             for name in RUN_FILES:
                 (self.output / name).unlink(missing_ok=True)
             shutil.rmtree(self.output / "samples", ignore_errors=True)
+        remove_stale_temporaries(self.output, RUN_FILES)
         self.output.mkdir(parents=True, exist_ok=True)
         info = {**self.run_info(), "recipe": self.recipe.to_dict(), "world_size": self.info.world_size}
         write_text_atomic(self.output / "run.json", json.dumps(info, indent=2) + "\n")
@@ -248,11 +254,17 @@ class Trainer:
         if not path.exists():
             raise TesseraError(f"{self.output}: nothing to resume (no state.pt)")
         state = load_state(path)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None and state["ema"] is not None:
-            self.ema.module.load_state_dict(state["ema"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+            if self.ema is not None and state["ema"] is not None:
+                self.ema.module.load_state_dict(state["ema"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            detail = " ".join(str(e).split())
+            raise CheckpointError(f"{path}: does not fit this run's model and optimiser: {detail[:300]}") from None
+        if self.info.is_main:
+            remove_stale_temporaries(self.output, RUN_FILES)
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step, self.history = state["global_step"], list(state["history"])
         self.best, self.nan_in_row, self.nan_total = tuple(state["best"]), state["nan_in_row"], state["nan_total"]
@@ -382,10 +394,10 @@ class Trainer:
                     bar.set_postfix({"loss": f"{loss:.4f}", "lr": f"{self.last_lr:.2e}", f"{unit}/s": f"{rate:.0f}"},
                                     refresh=False)
                 every = r.train.save_every_steps
-                if step + 1 < self.steps_per_epoch and (
-                        (every and self.global_step % every == 0) or self._should_stop()):
+                stop = self._should_stop()
+                if step + 1 < self.steps_per_epoch and (stop or (every and self.global_step % every == 0)):
                     self.save_state()  # the epoch's end saves anyway
-                    if self._should_stop():
+                    if stop:
                         return None
         finally:
             bar.close()
@@ -398,6 +410,12 @@ class Trainer:
                 "images_per_s": samples / elapsed if elapsed > 0 else math.nan}
 
     def _should_stop(self) -> bool:
+        """``train.max_steps`` reached, or a stop requested (a signal, see
+        :mod:`tessera.train.interrupt`). A signal reaches the processes of a ``torchrun`` at
+        different moments: they agree here to stop after the same step."""
+        if self.info.distributed:
+            flag = torch.tensor(float(self.stop_requested), device=self.info.device)
+            self.stop_requested = distributed.all_reduce_max(flag, self.info).item() > 0
         limit = self.recipe.train.max_steps
         return self.stop_requested or bool(limit and self.global_step >= limit)
 

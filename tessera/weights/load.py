@@ -106,6 +106,9 @@ def _read_directory(path: Path) -> Any:
         raise CheckpointError(f"{path / name}: not a valid shard index ({e})") from None
     sd: StateDict = {}
     for shard in shards:
+        if not isinstance(shard, str) or Path(shard).name != shard or shard in ("", ".", ".."):
+            # a file beside the index, never a path elsewhere on the machine
+            raise CheckpointError(f"{path / name}: shard {shard!r} is not a file name in {path}")
         sd.update(read_checkpoint_file(path / shard))
     return sd
 

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError, TesseraError
+from ..errors import CheckpointError, ConfigError
+from ..registry import create_model
 from .adapt import PATCH_CONV
 from .infer import infer_architecture
 from .io import CONFIG_NAME, read_directory_config
@@ -91,7 +92,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
+    except FileExistsError:  # (a file higher up the path is the OS's NotADirectoryError, said as such)
         raise CheckpointError(f"{directory}: exists and is not a directory") from None
     from safetensors.torch import save_file
 
@@ -179,17 +180,6 @@ def build_from_config(directory: str | os.PathLike, **overrides: Any) -> nn.Modu
 # ---------------------------------------------------------------------------------------
 
 
-def _create(name: str, overrides: Mapping[str, Any]) -> nn.Module:
-    from ..registry import create_model
-
-    try:
-        return create_model(name, **overrides)
-    except (TypeError, ValueError) as e:
-        if isinstance(e, TesseraError):
-            raise
-        raise ConfigError(f"cannot build {name}: {e}") from None
-
-
 def convert_checkpoint(
     source: str | os.PathLike,
     destination: str | os.PathLike,
@@ -224,7 +214,7 @@ def convert_checkpoint(
         head = sd.get("head.weight")
         if head is not None and "num_classes" not in overrides:
             overrides = {**overrides, "num_classes": head.shape[0]}
-        net = _create(model, overrides)
+        net = create_model(model, **overrides)
     return _save_loaded(net, sd, report, destination)
 
 
@@ -239,7 +229,7 @@ def inflate_checkpoint(
     """Inflate an image checkpoint into the registered video model ``model`` (see
     :func:`tessera.weights.adapt.inflate_image_to_video`) and write it in tessera's format.
     The video model keeps its own class count unless ``num_classes`` is given."""
-    net = _create(model, overrides)
+    net = create_model(model, **overrides)
     conv = net.state_dict().get(PATCH_CONV)
     if conv is None or conv.dim() != 5:
         raise ConfigError(f"{model} is not a video model with a 3-D patch embedding; inflation needs one")

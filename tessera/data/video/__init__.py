@@ -21,7 +21,7 @@ from .. import DataKind, register_data_kind
 from ..augment import VideoAugment
 from .clips import ClipPipeline, three_crop_boxes
 from .datasets import VideoDataset, VideoFolder, VideoList
-from .io import FrameArray, FrameFolder, UnreadableVideo, VideoFile, open_video, write_video
+from .io import VIDEO_EXTENSIONS, FrameArray, FrameFolder, UnreadableVideo, VideoFile, open_video, write_video
 from .sampling import interval_clips, sample_frames, uniform_clip
 
 if TYPE_CHECKING:
@@ -53,6 +53,9 @@ def build_video_dataset(cfg: DataConfig, source: str, split: str, classes: Seque
     if path.is_dir():
         return VideoFolder(path, pipeline, classes, seed)
     if path.is_file():
+        if path.suffix.lower() in VIDEO_EXTENSIONS:
+            raise DataError(f"{path}: one video, not a data set (give a folder of class folders or an annotation "
+                            f"list; tessera predict scores single videos)")
         names = cfg.class_names if classes is None else None
         return VideoList(path, pipeline, cfg.video_prefix, classes, names, seed)
     name, _, which = source.partition(":")

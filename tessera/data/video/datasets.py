@@ -73,19 +73,23 @@ class VideoFiles(VideoDataset):
         return self.samples[index][0]
 
 
-def _videos_under(folder: Path) -> list[Path]:
-    """Video files and frames folders under ``folder``, in name order (a frames folder is
-    a folder that holds images; other folders are searched)."""
-    out = []
+def _videos_under(folder: Path) -> tuple[list[Path], list[Path]]:
+    """``(videos, other files)`` under ``folder``, in name order. A video is a file with a
+    video ending or a frames folder (a folder that holds images); other folders are searched,
+    and one under which nothing is found is taken for a frames folder that lost its frames:
+    listed as a video, it is reported and counted as a skipped sample when it is read."""
+    videos, others = [], []
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if entry.name.startswith("."):
             continue
         path = Path(entry.path)
         if entry.is_dir():
-            out += [path] if frame_files(path) else _videos_under(path)
-        elif entry.name.lower().endswith(VIDEO_EXTENSIONS):
-            out.append(path)
-    return out
+            found, left_out = ([path], []) if frame_files(path) else _videos_under(path)
+            videos += found or [path]
+            others += left_out
+        else:
+            (videos if entry.name.lower().endswith(VIDEO_EXTENSIONS) else others).append(path)
+    return videos, others
 
 
 class VideoFolder(VideoFiles):
@@ -105,7 +109,8 @@ class VideoFolder(VideoFiles):
         self.root = Path(root)
         self.classes, self.samples = class_folder_samples(
             self.root, classes, _videos_under, f"videos found (expected {self.root}/<class>/<video> with one of "
-                                               f"{', '.join(VIDEO_EXTENSIONS)}, or folders of frame images)")
+                                               f"{', '.join(VIDEO_EXTENSIONS)}, or folders of frame images)",
+            "files that are not videos (by their ending)")
         self.targets = [t for _, t in self.samples]
 
 
