@@ -62,3 +62,18 @@ def test_a_missing_peer_library_is_a_clear_error(capsys):
         assert main(["benchmark", "swin_t", "--img-size", "32", "--batch-size", "1", "--compare", "timm",
                      "--warmup", "0", "--iters", "1", "--rounds", "1"]) == 0
         assert "max |diff|" in capsys.readouterr().out
+
+
+def test_benchmark_needs_no_training_dependencies():
+    # a peer environment gets tessera with --no-deps: timing a model must not import the data
+    # and training stack (kornia, PyAV)
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['kornia'] = sys.modules['av'] = None\n"
+            "from tessera.cli import main\n"
+            "sys.exit(main(['benchmark', 'swin_t', '--img-size', '32', '--batch-size', '1', '--warmup', '0',"
+            " '--iters', '1', '--rounds', '1', '--json']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["model"] == "swin_t"

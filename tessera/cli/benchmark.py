@@ -42,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import create_model
     from ..bench import benchmark, format_result, peer_model
+    from ..device import resolve_device
     from ..errors import TesseraError
-    from ..train.distributed import resolve_device
 
     resolve_device(args.device)  # a device this machine has, before any work
     if args.threads:

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..errors import ConfigError
+from ..device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -29,21 +29,6 @@ class DistInfo:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise ConfigError(f"device {spec!r}: expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {spec!r}: no CUDA device is available (use cpu)")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
 
 
 def setup(device: str = "auto") -> DistInfo:
