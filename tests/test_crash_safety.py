@@ -133,8 +133,8 @@ def wait_for(proc: subprocess.Popen, point: str, timeout: float = 120) -> None:
 
 
 def temporaries(run: Path) -> list[str]:
-    """What interrupted writes left: ``.NAME.PID.tmp`` as ``.NAME``."""
-    return sorted(p.name.rsplit(".", 2)[0] for p in run.glob(".*.tmp"))
+    """What interrupted writes left: ``.NAME.PID.TOKEN.tmp`` as ``.NAME``."""
+    return sorted(p.name.rsplit(".", 3)[0] for p in run.glob(".*.tmp"))
 
 
 def state_step(run: Path) -> int | None:

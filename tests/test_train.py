@@ -12,10 +12,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import tessera
+from tessera.atomic import atomic_path
 from tessera.cli import main
 from tessera.errors import CheckpointError, TesseraError
 from tessera.train import Trainer, load_recipe, load_trained_model, predict_images, read_run_info
-from tessera.train.checkpoint import atomic_path, load_state, save_state
+from tessera.train.checkpoint import load_state, save_state
 
 from digit_folders import TINY, write_digit_folder
 

@@ -31,6 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import __version__
+from ..atomic import remove_stale_temporaries, write_text_atomic
 from ..data import SPLIT_KEYS, build_augment, build_dataset, data_kind
 from ..data.loader import ShardSampler, SkippedSamples, StepSampler, build_loader
 from ..data.mixup import Mixup
@@ -42,12 +43,10 @@ from . import distributed
 from .checkpoint import (
     load_state,
     load_trained_model,
-    remove_stale_temporaries,
     rng_state,
     save_state,
     save_weights,
     set_rng_state,
-    write_text_atomic,
 )
 from .ema import ModelEma
 from .evaluation import autocast, clip_scores, evaluate

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import write_text_atomic
+from ..atomic import write_text_atomic
 from .distributed import DistInfo, all_reduce_sum
 
 

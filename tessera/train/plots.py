@@ -12,7 +12,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .checkpoint import atomic_path
+from ..atomic import atomic_path
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> None:

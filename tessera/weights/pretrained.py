@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..atomic import atomic_path, write_text_atomic
 from ..errors import CheckpointError, ConfigError
 from ..registry import create_model
 from .adapt import PATCH_CONV
@@ -32,34 +32,6 @@ from .load import LoadReport, apply_state_dict, load_checkpoint, naming, read_co
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    # a fresh name beside the target (same file system, so the rename is atomic), created by
-    # ``write`` itself so that the file gets the usual permissions
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        write(tmp)
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates its files private
-        with open(tmp, "rb+") as f:
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable (POSIX; not possible on every platform)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -97,9 +69,10 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
     from safetensors.torch import save_file
 
     tensors = _tensors(model)
-    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
     text = _config_text(config)
-    _atomic_write(directory / CONFIG_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_text_atomic(directory / CONFIG_NAME, text)
     return directory
 
 
