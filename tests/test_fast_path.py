@@ -134,3 +134,23 @@ def test_compiles_without_graph_breaks(video):
     out = torch.compile(fast, fullgraph=True, backend="aot_eager")(x)
     out.sum().backward()
     assert all(p.grad is not None for p in fast.parameters())
+
+
+@pytest.mark.skipif(not fused._AVAILABLE, reason="this torch build has no oneDNN")
+def test_compiled_inference_keeps_onednn_and_exported_programs_stay_portable():
+    fast, _ = _pair(False)
+    x = torch.randn(1, 3, 64, 64)
+    seen = []
+
+    def record(gm, example_inputs):
+        seen.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return gm.forward
+
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(fast, fullgraph=True, backend=record)(x), fast(x),
+                                   rtol=1e-5, atol=1e-5)
+    assert any("tessera.onednn_linear" in t for t in seen)  # opaque to the compiler, still fused
+    with torch.no_grad():
+        program = torch.export.export(fast, (x,))
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert not any("tessera" in t or "mkldnn" in t for t in targets), targets

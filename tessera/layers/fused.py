@@ -12,8 +12,11 @@ benchmarks in BENCHMARKS.md).
 * Training in fp32: a small autograd function runs the forward and the input gradient on
   oneDNN; the weight gradient stays with BLAS (which takes the transposed operands without
   copying them) and the bias gradient is a sum.
-* Elsewhere (GPU, ``torch.compile`` -- which makes its own fusions --, half-precision
-  training, no oneDNN): the plain expressions these functions stand for.
+* Under ``torch.compile`` (inference): the same oneDNN calls, wrapped as opaque custom ops
+  so that inductor calls them as they are and fuses the rest of the graph around them.
+* Elsewhere (GPU, ``torch.export`` and ONNX -- which must stay portable --, training under
+  ``torch.compile``, half-precision training, no oneDNN): the plain expressions these
+  functions stand for.
 """
 
 from __future__ import annotations
@@ -34,9 +37,38 @@ def set_fused_linear(enable: bool) -> None:
 
 def _on_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (
-        _AVAILABLE and _enabled and x.device.type == "cpu" and not torch.compiler.is_compiling()
+        _AVAILABLE and _enabled and x.device.type == "cpu" and not torch.compiler.is_exporting()
         and x.dtype == weight.dtype and x.dtype in (torch.float32, torch.bfloat16)
     )
+
+
+# Opaque to torch.compile: inductor cannot lower a direct call of oneDNN's fused linear.
+@torch.library.custom_op("tessera::onednn_linear", mutates_args=())
+def _compiled_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool) -> torch.Tensor:
+    return _OP(x, weight, bias, "gelu" if gelu else "none", [], "none" if gelu else "")
+
+
+@_compiled_linear.register_fake
+def _(x, weight, bias, gelu):
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+@torch.library.custom_op("tessera::onednn_linear_add", mutates_args=())
+def _compiled_linear_add(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                         residual: torch.Tensor) -> torch.Tensor:
+    return _OP.binary(x, residual, weight, bias, "add")
+
+
+@_compiled_linear_add.register_fake
+def _(x, weight, bias, residual):
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+def _trains_on_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """fp32 training in eager mode (compiled training keeps the plain expressions, whose
+    backward inductor derives and fuses itself)."""
+    return (_on_onednn(x, weight) and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling())
 
 
 def _needs_grad(*tensors: torch.Tensor | None) -> bool:
@@ -101,13 +133,15 @@ def _train_linear(x, weight, bias, residual=None) -> torch.Tensor:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False) -> torch.Tensor:
     """``F.linear(x, weight, bias)``, followed by exact (erf) GELU when ``gelu``."""
     if _needs_grad(x, weight, bias):
-        if _on_onednn(x, weight) and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
+        if _trains_on_onednn(x, weight):
             y = _train_linear(x, weight, bias)
         else:
             y = F.linear(x, weight, bias)
         return F.gelu(y) if gelu else y
     xc, w, b = _autocast(x, weight, bias)
     if _on_onednn(xc, w) and xc.is_contiguous():
+        if torch.compiler.is_compiling():
+            return _compiled_linear(xc, w, b, gelu)
         return _OP(xc, w, b, "gelu" if gelu else "none", [], "none" if gelu else "")
     y = F.linear(x, weight, bias)
     return F.gelu(y) if gelu else y
@@ -116,11 +150,12 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gel
 def linear_add(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor) -> torch.Tensor:
     """``residual + F.linear(x, weight, bias)``."""
     if _needs_grad(x, weight, bias, residual):
-        if (_on_onednn(x, weight) and x.dtype == residual.dtype == torch.float32
-                and not torch.is_autocast_enabled("cpu")):
+        if _trains_on_onednn(x, weight) and residual.dtype == torch.float32:
             return _train_linear(x, weight, bias, residual)
         return residual + F.linear(x, weight, bias)
     xc, w, b = _autocast(x, weight, bias)
     if _on_onednn(xc, w) and xc.is_contiguous() and residual.is_contiguous() and residual.dtype == xc.dtype:
+        if torch.compiler.is_compiling():
+            return _compiled_linear_add(xc, w, b, residual)
         return _OP.binary(xc, residual, w, b, "add")
     return residual + F.linear(x, weight, bias)
