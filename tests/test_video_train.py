@@ -3,6 +3,7 @@ schedule, the recipes, and end to end through the command line (mp4 folders and
 annotation lists, bad videos, fine-tuning from image weights, the video demo)."""
 
 import json
+import logging
 import math
 
 import numpy as np
@@ -201,18 +202,21 @@ def test_mp4_folders_and_lists_train_and_evaluate_through_the_cli(moving_files, 
 
 
 @pytest.mark.slow
-def test_fine_tuning_from_image_weights_and_from_video_weights(tmp_path, capsys):
+def test_fine_tuning_from_image_weights_and_from_video_weights(tmp_path, capsys, caplog):
     image = tessera.create_model("swin_t", num_classes=10, embed_dim=16, depths=(2, 2), num_heads=(1, 2),
                                  window_size=4, img_size=32)
     save_file({k: v.contiguous() for k, v in image.state_dict().items()}, tmp_path / "image.safetensors")
     recipe = load_recipe("video_demo", [*VIDEO_TINY, "model.args.window_size=[2,4,4]", "train.max_steps=1",
                                         "data.val_root=null", f"model.pretrained={tmp_path / 'image.safetensors'}"])
-    trainer = Trainer(recipe, tmp_path / "from_image")
+    with caplog.at_level(logging.WARNING, logger="tessera"):
+        trainer = Trainer(recipe, tmp_path / "from_image")
     trainer.fit()
     text = capsys.readouterr().out
-    # the loader's report reaches the user: inflated, and a new head for the 8 directions
+    # the loader's report reaches the user once, with the run's description: inflated, and a
+    # new head for the 8 directions (the loader's own warnings, which say the same, held back)
     assert "inflated image weights to video: patch embedding repeated over 2 frames and divided by 2" in text
     assert "re-initialised (shape differs): head.bias, head.weight" in text
+    assert "inflated" not in caplog.text and "re-initialised" not in caplog.text
     inflated = trainer.model.patch_embed.proj.weight.detach()
     # one AdamW step (lr 1e-3) away from the image's patch embedding divided by the 2 frames
     assert (inflated[:, :, 0] - image.patch_embed.proj.weight / 2).abs().max() < 2e-3

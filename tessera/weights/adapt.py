@@ -34,7 +34,7 @@ from ..layers.pos_embed import resize_pos_embed
 if TYPE_CHECKING:
     from .load import LoadReport
 
-log = logging.getLogger("tessera")
+log = logging.getLogger(__name__)
 
 StateDict = dict[str, torch.Tensor]
 TABLE = "relative_position_bias_table"

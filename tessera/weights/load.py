@@ -20,7 +20,7 @@ from .adapt import adapt_generic
 from .formats import Format, detect_format, get_format
 from .io import read_checkpoint_file, read_directory_config
 
-log = logging.getLogger("tessera")
+log = logging.getLogger(__name__)
 
 StateDict = dict[str, torch.Tensor]
 
