@@ -21,7 +21,7 @@ import importlib
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -419,12 +419,14 @@ def export(
     opset: int | None = None,
     verify: bool = True,
     atol: float = 1e-4,
+    on_start: Callable[[tuple[int, ...]], None] | None = None,
 ) -> ExportResult:
     """Export a registered model (random weights unless ``checkpoint``), a weights directory
     or a model object to ``format`` (``"onnx"`` or ``"torch-export"``) at ``output``.
 
     The input is ``input_shape`` if given, else the model's default input with ``img_size``
-    or ``clip`` and ``batch_size`` (see :func:`input_shape_for`).
+    or ``clip`` and ``batch_size`` (see :func:`input_shape_for`). ``on_start(input_shape)``
+    is called once the model is built and the arguments are checked, before the (slow) export.
     """
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}; expected one of {', '.join(FORMATS)}")
@@ -435,6 +437,8 @@ def export(
     model = load_model(model_or_checkpoint, checkpoint)
     if input_shape is None:
         input_shape = input_shape_for(model, img_size, clip, batch_size)
+    if on_start is not None:
+        on_start(tuple(input_shape))
     if format == "onnx":
         return export_onnx(model, output, input_shape, dynamic_batch, opset, verify, atol)
     return export_program(model, output, input_shape, dynamic_batch, verify, atol)

@@ -291,3 +291,10 @@ def test_cli_exports_full_swin_t_from_a_fresh_process(ort, tmp_path):
     assert "verified with ONNX Runtime (CPU) at batch 1" in out.stdout and out.stdout.rstrip().endswith("ok")
     session = ort.InferenceSession(str(tmp_path / "swin_t.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_outputs()[0].shape == [1, 1000]
+
+
+def test_cli_says_it_is_exporting_only_once_the_arguments_hold(tmp_path, capsys):
+    assert main(["export", "swin_t", "--format", "onnx", "--output", str(tmp_path / "m.onnx"), "--clip", "4,32,32"]) == 2
+    captured = capsys.readouterr()
+    assert "exporting" not in captured.out and "clip" in captured.err
+    assert not (tmp_path / "m.onnx").exists()

@@ -43,11 +43,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.output}: give --format onnx or --format torch-export (or a .onnx / .pt2 name)")
     source = args.checkpoint or (args.model if Path(args.model).is_dir() else None)
     weights = f"weights from {source}" if source else "random weights; --checkpoint loads trained ones"
-    print(f"exporting {args.model} ({weights}) to {fmt} ...", flush=True)
     result = export(
         args.model, fmt, args.output, checkpoint=args.checkpoint, img_size=args.img_size, clip=args.clip,
         batch_size=args.batch_size, dynamic_batch=args.dynamic_batch, opset=args.opset, verify=args.verify,
         atol=args.atol,
+        on_start=lambda shape: print(f"exporting {args.model} ({weights}) at input {shape} to {fmt} ...", flush=True),
     )
     print(result)
     return 0
