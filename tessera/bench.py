@@ -221,8 +221,8 @@ def benchmark(
     rate = max(rates.values())
     agreement = {}
     if agreement_samples:
-        eager = {"tessera": model, **({peer[0]: runners[peer[0]]} if peer is not None else {})}
-        agreement = {k: top1_agreement(m, input_shape, agreement_samples, torch_dtype, dev) for k, m in eager.items()}
+        models = {"tessera": model, **dict([peer] if peer is not None else [])}  # uncompiled, on ``dev``
+        agreement = {k: top1_agreement(m, input_shape, agreement_samples, torch_dtype, dev) for k, m in models.items()}
     work = 2 * macs * (3 if train else 1)  # backward costs about twice the forward
     ours = timings["tessera"]
     result = BenchResult(

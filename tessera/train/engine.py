@@ -191,15 +191,8 @@ class Trainer:
         model = create_model(m.name, **args)
         self.load_report = None
         if m.pretrained and load_pretrained:
-            # printed with the run's description (inflation, resized tables, a new head), so the
-            # loader's own warnings, which say the same, are held back
-            loader_log = logging.getLogger("tessera.weights")
-            level = loader_log.level
-            loader_log.setLevel(logging.ERROR)
-            try:
-                self.load_report = load_checkpoint(model, m.pretrained, use_ema=m.pretrained_ema, verbose=False)
-            finally:
-                loader_log.setLevel(level)
+            # printed with the run's description (inflation, resized tables, a new head)
+            self.load_report = load_checkpoint(model, m.pretrained, use_ema=m.pretrained_ema, verbose=False)
         if m.grad_checkpointing:
             model.set_grad_checkpointing(True)
         return model

@@ -19,7 +19,6 @@ re-initialised with a warning.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -34,7 +33,6 @@ from ..layers.pos_embed import resize_pos_embed
 if TYPE_CHECKING:
     from .load import LoadReport
 
-log = logging.getLogger(__name__)
 
 StateDict = dict[str, torch.Tensor]
 TABLE = "relative_position_bias_table"
@@ -254,7 +252,7 @@ def inflate_image_to_video(model: nn.Module, sd: StateDict, report: LoadReport) 
         parts.append(f"{count} relative position bias tables {resized}tiled over {2 * wd - 1} temporal offsets")
     note = "inflated image weights to video: " + "; ".join(parts)
     report.notes.append(note)
-    log.warning("%s: %s", report.source, note)
+    report.warn(note)
     return sd
 
 

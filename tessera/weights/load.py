@@ -39,6 +39,14 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     reinitialized: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: the caller shows the report itself: :meth:`warn` logs nothing
+    quiet: bool = field(default=False, repr=False)
+
+    def warn(self, message: str) -> None:
+        """Tell the user at once what changed the weights (inflation, a new head), unless the
+        caller shows the report itself."""
+        if not self.quiet:
+            log.warning("%s: %s", self.source, message)
 
     def __str__(self) -> str:
         lines = [f"loaded {len(self.loaded)} tensors from {self.source} (format: {self.format})"]
@@ -181,8 +189,7 @@ def load_state_dict_checked(model: nn.Module, sd: StateDict, report: LoadReport,
         for k, _, _ in head_mismatch:
             sd.pop(k)
         report.reinitialized = [k for k, _, _ in head_mismatch]
-        log.warning("the classifier head of %s has another shape; it is re-initialised: %s",
-                    report.source, ", ".join(report.reinitialized))
+        report.warn(f"the classifier head has another shape; it is re-initialised: {', '.join(report.reinitialized)}")
     matched = [k for k in sd if k in own]
     if not matched:
         raise CheckpointError(
@@ -236,7 +243,8 @@ def load_checkpoint(
         format: force a format by name instead of detecting it from the keys.
         strict: also fail on missing or unused tensors (shape mismatches always fail).
         use_ema: prefer the EMA weights of a training checkpoint.
-        verbose: log the report.
+        verbose: log the report, and warn at once of an inflation or a re-initialised head;
+            ``False`` when the caller shows the report itself.
 
     Weights made for another window or grid are resized, image weights loaded into a video
     model are inflated (see :mod:`tessera.weights.adapt`), and a head of another class count
@@ -248,6 +256,7 @@ def load_checkpoint(
     (unreadable, unsafe pickle, unknown format, shapes that do not fit).
     """
     sd, report = read_converted(source, format, use_ema)
+    report.quiet = not verbose
     apply_state_dict(model, sd, report, strict=strict)
     if verbose:
         log.info("%s", report)
