@@ -196,6 +196,10 @@ def benchmark(
     dev = torch.device(device)
     torch_dtype = DTYPES[dtype]
     notes: list[str] = []
+    if dev.type == "cpu":
+        from .layers import native
+
+        notes.append(f"tessera's native CPU kernels: {native.describe()}")
     macs = model_stats(model, (1, *input_shape[1:]))["macs"]
     model = model.to(dev)
     x = torch.randn(*input_shape, device=dev)

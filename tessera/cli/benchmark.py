@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", action="store_true", help="use the official step-by-step path (Swin)")
     p.add_argument("--no-onednn", action="store_true",
                    help="plain torch linear layers instead of oneDNN's fused ones (for ablations)")
+    p.add_argument("--no-native", action="store_true",
+                   help="PyTorch's operators instead of tessera's native CPU kernels (for ablations)")
     p.add_argument("--threads", type=count(1), help="CPU threads (default: torch's)")
     p.add_argument("--warmup", type=count(0), default=3)
     p.add_argument("--iters", type=count(1), default=3, help="iterations per timed round")
@@ -72,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
         from ..layers.fused import set_fused_linear
 
         set_fused_linear(False)
+    if args.no_native:
+        from ..layers.native import set_native
+
+        set_native(False)
     peer = (args.compare, peer_model(args.compare, args.model, model)) if args.compare else None
     result = benchmark(model, args.model, shape, dtype=args.dtype, train=args.train, device=args.device,
                        compile=args.compile, channels_last=args.channels_last, peer=peer,

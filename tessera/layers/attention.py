@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import fused
+from . import fused, native
 from .helpers import prod
 from .windows import WindowPlan, clamped_bias_index, outside_inference_mode, relative_position_index
 
@@ -182,13 +182,8 @@ class WindowAttention(Attention):
 
     # -- fast path -------------------------------------------------------------------------
 
-    def _frozen_bias(self, plan: WindowPlan, shifted: bool, dtype: torch.dtype, batch: int) -> torch.Tensor:
-        """The bias (plus, for shifted windows, the mask) of one block when the table needs no
-        gradient, cached per plan, dtype and batch until the table changes: ``(1, h, N, N)``
-        for regular windows, ``(B * nW, h, N, N)`` for shifted ones (repeated over the images:
-        the fused kernel cannot broadcast a per-window term over images)."""
-        masked = shifted and plan.mask is not None
-        key = (plan.grid, plan.window, plan.shift, masked, batch if masked else 0, plan.device, dtype)
+    def _cached_bias(self, key: tuple, build) -> torch.Tensor:
+        """``build()``, cached under ``key`` until the table changes (not while compiling)."""
         version = self.relative_position_bias_table._version
         caching = not torch.compiler.is_compiling()
         if caching:
@@ -196,15 +191,42 @@ class WindowAttention(Attention):
             if hit is not None and hit[0] == version:
                 return hit[1]
         with outside_inference_mode(), torch.no_grad():  # the table needs no gradient here
-            bias = self._live_bias(plan, masked)
-            if masked:
-                bias = bias.expand(batch, -1, -1, -1, -1).reshape(-1, *bias.shape[1:])
-            bias = bias.to(dtype)
+            bias = build()
         if caching:
             if len(self._bias_cache) > 32:
                 self._bias_cache.clear()
             self._bias_cache[key] = (version, bias)
         return bias
+
+    def _frozen_bias(self, plan: WindowPlan, shifted: bool, dtype: torch.dtype, batch: int) -> torch.Tensor:
+        """The bias (plus, for shifted windows, the mask) of one block when the table needs no
+        gradient, cached per plan, dtype and batch until the table changes: ``(1, h, N, N)``
+        for regular windows, ``(B * nW, h, N, N)`` for shifted ones (repeated over the images:
+        the fused kernel cannot broadcast a per-window term over images)."""
+        masked = shifted and plan.mask is not None
+
+        def build() -> torch.Tensor:
+            bias = self._live_bias(plan, masked)
+            if masked:
+                bias = bias.expand(batch, -1, -1, -1, -1).reshape(-1, *bias.shape[1:])
+            return bias.to(dtype)
+
+        key = (plan.grid, plan.window, plan.shift, masked, batch if masked else 0, plan.device, dtype)
+        return self._cached_bias(key, build)
+
+    def _native_bias(self, plan: WindowPlan, shifted: bool) -> torch.Tensor:
+        """The same for the native kernel: fp32, ``(1 or nW, h, N, Np)`` with padded rows."""
+        masked = shifted and plan.mask is not None
+        key = ("native", plan.grid, plan.window, plan.shift, masked, plan.device)
+        return self._cached_bias(key, lambda: native.pad_bias(self._live_bias(plan, masked)))
+
+    def _use_native(self, qkv: torch.Tensor) -> bool:
+        """Inference on CPU, outside compiling and tracing, with the fused path on."""
+        return (
+            self.fused and not qkv.requires_grad and self._dropout_p() == 0.0
+            and not (torch.is_grad_enabled() and self.relative_position_bias_table.requires_grad)
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing() and native.supports(qkv)
+        )
 
     def _live_bias(self, plan: WindowPlan, masked: bool) -> torch.Tensor:
         """``(1, h, N, N)``, or ``(nW, h, N, N)`` with the shift mask added."""
@@ -245,10 +267,13 @@ class WindowAttention(Attention):
         n = plan.tokens_per_window
         h, d = self.num_heads, self.head_dim
         qkv = fused.linear(x, self.qkv.weight, self.qkv.bias)
-        # strided views, no copy: (B * nW, h, N, d)
-        q, k, v = qkv.view(-1, n, 3, h, d).permute(2, 0, 3, 1, 4).unbind(0)
-        out = self._attend_windows(q, k, v, plan, shifted, b)
-        out = out.transpose(1, 2).reshape(b, length, c)  # free for SDPA's (B, N, h, d) layout
+        if self._use_native(qkv):  # every window and head in one call, output in (B, L, C)
+            out = native.window_attention(qkv.contiguous(), self._native_bias(plan, shifted), h, n, self.scale)
+        else:
+            # strided views, no copy: (B * nW, h, N, d)
+            q, k, v = qkv.view(-1, n, 3, h, d).permute(2, 0, 3, 1, 4).unbind(0)
+            out = self._attend_windows(q, k, v, plan, shifted, b)
+            out = out.transpose(1, 2).reshape(b, length, c)  # free for SDPA's (B, N, h, d) layout
         if residual is not None:
             return fused.linear_add(out, self.proj.weight, self.proj.bias, residual)
         return self.proj_drop(fused.linear(out, self.proj.weight, self.proj.bias))

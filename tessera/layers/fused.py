@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from . import native
 
 _OP = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
 _AVAILABLE = _OP is not None and torch.backends.mkldnn.is_available()
@@ -154,8 +157,31 @@ def linear_add(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
             return _train_linear(x, weight, bias, residual)
         return residual + F.linear(x, weight, bias)
     xc, w, b = _autocast(x, weight, bias)
-    if _on_onednn(xc, w) and xc.is_contiguous() and residual.is_contiguous() and residual.dtype == xc.dtype:
-        if torch.compiler.is_compiling():
-            return _compiled_linear_add(xc, w, b, residual)
-        return _OP.binary(xc, residual, w, b, "add")
+    if _on_onednn(xc, w) and xc.is_contiguous() and residual.is_contiguous():
+        compiling = torch.compiler.is_compiling()
+        if residual.dtype == xc.dtype:
+            return _compiled_linear_add(xc, w, b, residual) if compiling else _OP.binary(xc, residual, w, b, "add")
+        # a wider residual (the fp32 stream under autocast): the product in half precision,
+        # the sum in the residual's precision
+        if compiling:
+            return residual + _compiled_linear(xc, w, b, False)
+        y = _OP(xc, w, b, "none", [], "")
+        if residual.dtype == torch.float32 and y.dtype == torch.bfloat16 and native.supports(residual):
+            return native.add_bf16(residual, y)
+        return residual + y
     return residual + F.linear(x, weight, bias)
+
+
+def norm_for_linear(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)`` for a norm whose output only feeds this module's linear layers. Under CPU
+    bf16 autocast, a LayerNorm of the fp32 residual stream is written straight in bf16 (which
+    the linear layer would cast it to) by one native pass instead of two."""
+    if (
+        type(norm) is nn.LayerNorm and x.dtype == torch.float32 and x.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        and not _needs_grad(x, norm.weight) and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+        and x.is_contiguous() and len(norm.normalized_shape) == 1 and native.supports(x)
+        and (norm.weight is None or norm.weight.dtype == torch.float32)
+    ):
+        return native.layer_norm(x, norm, torch.bfloat16)
+    return norm(x)

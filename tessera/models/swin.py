@@ -105,8 +105,8 @@ class SwinBlock(nn.Module):
         shifted = self.is_shifted(plan)
         if not self._stochastic():
             # no dropout and no stochastic depth: the residual adds go into the projections
-            x = self.attn.forward_windows(self.norm1(x), plan, shifted, residual=x)
-            return self.mlp(self.norm2(x), residual=x)
+            x = self.attn.forward_windows(fused.norm_for_linear(self.norm1, x), plan, shifted, residual=x)
+            return self.mlp(fused.norm_for_linear(self.norm2, x), residual=x)
         x = x + self.drop_path(self.attn.forward_windows(self.norm1(x), plan, shifted))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -145,7 +145,8 @@ class PatchMerging(nn.Module):
         n = x.dim()
         # (..., H/2, dh, W/2, dw, C) -> (..., H/2, W/2, dw, dh, C): channel block k = dh + 2 * dw
         x = x.permute(*range(n - 5), n - 5, n - 3, n - 2, n - 4, n - 1).reshape(*lead, h // 2, w // 2, 4 * c)
-        return fused.linear(self.norm(x), self.reduction.weight, None)
+        # .to: the stream keeps its dtype (fp32 under autocast, see _SwinBase._embed)
+        return fused.linear(fused.norm_for_linear(self.norm, x), self.reduction.weight, None).to(x.dtype)
 
 
 class SwinStage(nn.Module):
@@ -347,6 +348,12 @@ class _SwinBase(TesseraModel):
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
         x = self.patch_embed(x)  # (B, *grid, C)
+        if torch.is_autocast_enabled(x.device.type):
+            # The residual stream stays in fp32 under autocast; only the matrix products and
+            # the attention run in half precision. (Under CUDA autocast LayerNorm runs in fp32
+            # and makes the stream fp32 by itself; CPU autocast would leave it in bf16, where
+            # the rounding of every residual add costs about a third of the agreement with fp32.)
+            x = x.float()
         if self.ape:
             grid = tuple(x.shape[1:-1])
             pos = resize_pos_embed(self.absolute_pos_embed, self.patch_grid, grid)
@@ -388,7 +395,14 @@ class _SwinBase(TesseraModel):
         """Global average pooling, dropout and the linear head: ``(B, C, *grid) -> (B, classes)``
         (``(B, C)`` with ``pre_logits``)."""
         x = self.head_drop(x.mean(dim=tuple(range(2, x.dim()))))
-        return x if pre_logits else self.head(x)
+        if pre_logits:
+            return x
+        if torch.is_autocast_enabled(x.device.type) and isinstance(self.head, nn.Linear):
+            # the classifier in the parameters' precision: a thousandth of the work, and the
+            # logits are what precision is judged by
+            with torch.autocast(x.device.type, enabled=False):
+                return self.head(x.to(self.head.weight.dtype))
+        return self.head(x)
 
 
 class SwinTransformer(_SwinBase):

@@ -1,0 +1,364 @@
+// tessera's native CPU kernels for inference (built at run time by tessera/layers/native.py
+// with the machine's own compiler and instruction set; no PyTorch headers are needed, and the
+// gcc/clang vector extensions below are lowered to whatever vector width the target has).
+//
+// 1. Windowed multi-head attention: softmax(q k^T * scale + bias) v for every (window, head)
+//    pair of a Swin block, in one call.
+//    Why: each window is a tiny problem (49 tokens x 32 channels per head), and a general
+//    attention kernel spends most of its time setting each one up. Here one task is one
+//    (window, head) pair: its q, k and v are converted to fp32 into buffers that stay in
+//    L1/L2, the scores of a few rows at a time are computed, biased, soft-maxed and multiplied
+//    by v in registers and cache, and the result is written straight into the (token,
+//    channel) layout that the output projection reads. Arithmetic is fp32 whatever the
+//    storage type (as in PyTorch's fused attention).
+//    Layouts (row-major, element strides):
+//      qkv  [windows * n, ld_qkv]  q at column h*d, k at C + h*d, v at 2C + h*d (C = heads*d)
+//      bias [bias_windows, heads, n, np] fp32, or null: rows padded to np (n rounded up to a
+//           multiple of 16) with -inf; window w uses bias window w % bias_windows
+//      out  [windows * n, ld_out]  head h at column h*d
+//    dtype: 0 = fp32, 1 = bf16 (the storage of qkv and out).
+//
+// 2. The fp32 residual stream under autocast: a LayerNorm that reads the fp32 stream and
+//    writes the bf16 input of the next linear layer in one pass, and the add of a bf16 layer
+//    output to the fp32 stream (PyTorch casts a mixed-dtype operand in a separate pass).
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+namespace {
+
+constexpr int kLanes = 16;  // floats per vector
+typedef float vf __attribute__((vector_size(kLanes * sizeof(float)), aligned(kLanes * sizeof(float))));
+typedef int32_t vi __attribute__((vector_size(kLanes * sizeof(int32_t)), aligned(kLanes * sizeof(float))));
+constexpr int kRows = 4;  // score rows computed together (each loaded row of k^T serves four)
+
+inline float bf16_to_float(uint16_t x) {
+    uint32_t bits = uint32_t(x) << 16;
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+inline uint16_t float_to_bf16(float f) {  // round to nearest even, NaN kept NaN
+    uint32_t bits;
+    std::memcpy(&bits, &f, sizeof bits);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return uint16_t((bits >> 16) | 0x40u);
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return uint16_t(bits >> 16);
+}
+
+template <typename T> inline float load(const T* p);
+template <> inline float load<float>(const float* p) { return *p; }
+template <> inline float load<uint16_t>(const uint16_t* p) { return bf16_to_float(*p); }
+template <typename T> inline void store(T* p, float v);
+template <> inline void store<float>(float* p, float v) { *p = v; }
+template <> inline void store<uint16_t>(uint16_t* p, float v) { *p = float_to_bf16(v); }
+
+// A broadcast. (x - 0 is x for every x, so the subtraction folds away; x + 0 would not, as
+// -0 + 0 is +0, and the compiler would keep a real add.)
+inline vf splat(float x) { return x - vf{}; }
+
+// Lanes permuted: each half of the vector swapped with its neighbour of the given width.
+#if defined(__clang__)
+#define TESSERA_SWAP(v, w) __builtin_shufflevector(v, v, TESSERA_SWAP_##w)
+#else
+#define TESSERA_SWAP(v, w) __builtin_shuffle(v, vi{TESSERA_SWAP_##w})
+#endif
+#define TESSERA_SWAP_8 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7
+#define TESSERA_SWAP_4 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11
+#define TESSERA_SWAP_2 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13
+#define TESSERA_SWAP_1 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14
+
+inline float hsum(vf v) {  // log2(16) vector steps, not a chain of 16 adds
+    v += TESSERA_SWAP(v, 8);
+    v += TESSERA_SWAP(v, 4);
+    v += TESSERA_SWAP(v, 2);
+    v += TESSERA_SWAP(v, 1);
+    return v[0];
+}
+
+inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+
+inline float hmax(vf v) {
+    v = vmax(v, TESSERA_SWAP(v, 8));
+    v = vmax(v, TESSERA_SWAP(v, 4));
+    v = vmax(v, TESSERA_SWAP(v, 2));
+    v = vmax(v, TESSERA_SWAP(v, 1));
+    return v[0];
+}
+
+// exp(x) for x <= 0 (scores minus their row maximum): 2^n * p(r) with n = round(x / ln 2),
+// r = x - n ln 2 in [-ln2/2, ln2/2] and p a degree-6 Taylor polynomial (relative error
+// below 2e-7, the order of fp32 rounding). Inputs below -87 give 0, as expf would underflow.
+inline vf exp_nonpositive(vf x) {
+    const vf lo = splat(-87.0f);
+    x = x < lo ? lo : x;
+    const vf magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+    vf t = x * splat(1.44269504088896341f) + magic;
+    vi n = (vi)t - (vi)magic;  // the integer, read from the low mantissa bits
+    t = t - magic;
+    vf r = x - t * splat(0.693145751953125f);  // ln 2 in two parts (Cody and Waite)
+    r = r - t * splat(1.428606765330187e-06f);
+    vf p = splat(1.0f / 720);
+    p = p * r + splat(1.0f / 120);
+    p = p * r + splat(1.0f / 24);
+    p = p * r + splat(1.0f / 6);
+    p = p * r + splat(0.5f);
+    p = p * r + splat(1.0f);
+    p = p * r + splat(1.0f);
+    vi scale = (n + 127) << 23;
+    return p * (vf)scale;
+}
+
+// Per-thread scratch, reused across tasks. kt: k transposed, d rows of np floats (np: n
+// rounded up to whole vectors, zero padded); vv: v, n rows of dp floats; qq: q * scale, rows
+// rounded up to kRows, dp floats each; s: kRows score rows.
+struct Buffers {
+    float *kt, *vv, *qq, *s;
+    float* base;
+    Buffers(int n, int np, int dp) {
+        const int nr = (n + kRows - 1) / kRows * kRows;
+        const size_t floats = size_t(dp) * np + size_t(n) * dp + size_t(nr) * dp + size_t(kRows) * np;
+        base = static_cast<float*>(std::aligned_alloc(sizeof(vf), (floats * sizeof(float) + sizeof(vf) - 1) / sizeof(vf) * sizeof(vf)));
+        std::memset(base, 0, floats * sizeof(float));  // the padding stays zero for good
+        kt = base;
+        vv = kt + size_t(dp) * np;
+        qq = vv + size_t(n) * dp;
+        s = qq + size_t(nr) * dp;
+    }
+    ~Buffers() { std::free(base); }
+    Buffers(const Buffers&) = delete;
+    Buffers& operator=(const Buffers&) = delete;
+};
+
+// One row of d values into fp32 (times scale); whole vectors where the row has them.
+typedef uint16_t vh __attribute__((vector_size(kLanes * sizeof(uint16_t))));
+typedef uint32_t vu __attribute__((vector_size(kLanes * sizeof(uint32_t))));
+
+inline void load_row(const float* src, float* dst, int d, float scale) {
+    for (int e = 0; e < d; ++e) dst[e] = src[e] * scale;
+}
+
+inline void load_row(const uint16_t* src, float* dst, int d, float scale) {
+    int e = 0;
+    for (; e + kLanes <= d; e += kLanes) {
+        vh x;
+        std::memcpy(&x, src + e, sizeof x);
+        const vu bits = __builtin_convertvector(x, vu) << 16;
+        *reinterpret_cast<vf*>(dst + e) = (vf)bits * splat(scale);
+    }
+    for (; e < d; ++e) dst[e] = bf16_to_float(src[e]) * scale;
+}
+
+inline void store_vec(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+
+inline void store_vec(uint16_t* p, vf v) {  // round to nearest even, NaN kept NaN
+    vu bits = (vu)v;
+    const vu nan = (bits & 0x7fffffffu) > 0x7f800000u;
+    bits = nan ? (bits | 0x400000u) : bits + 0x7fffu + ((bits >> 16) & 1u);
+    const vh half = __builtin_convertvector(bits >> 16, vh);
+    std::memcpy(p, &half, sizeof half);
+}
+
+
+// Scores of kRows rows against the key columns [jv0, jv0 + JV) vectors: acc = q k^T.
+template <int JV>
+inline void score_block(const float* qq, int dp, int d, const vf* kt, int nv, int jv0, vf* s) {
+    vf acc[kRows][JV] = {};
+    for (int e = 0; e < d; ++e) {
+        vf k[JV];
+        for (int j = 0; j < JV; ++j) k[j] = kt[e * nv + jv0 + j];
+        for (int r = 0; r < kRows; ++r) {
+            const vf q = splat(qq[r * dp + e]);
+            for (int j = 0; j < JV; ++j) acc[r][j] += q * k[j];
+        }
+    }
+    for (int r = 0; r < kRows; ++r)
+        for (int j = 0; j < JV; ++j) s[r * nv + jv0 + j] = acc[r][j];
+}
+
+// Output of kRows rows for the value columns [ev0, ev0 + EV) vectors: o = p v / row sums.
+template <int EV, typename T>
+inline void value_block(const float* s, int np, int n, const vf* vv, int dv, int ev0, const float* inv, int rows,
+                        T* const* dst, int d) {
+    vf acc[kRows][EV] = {};
+    for (int j = 0; j < n; ++j) {
+        vf v[EV];
+        for (int e = 0; e < EV; ++e) v[e] = vv[j * dv + ev0 + e];
+        for (int r = 0; r < kRows; ++r) {
+            const vf p = splat(s[r * np + j]);
+            for (int e = 0; e < EV; ++e) acc[r][e] += p * v[e];
+        }
+    }
+    for (int r = 0; r < rows; ++r) {
+        const int e0 = ev0 * kLanes;
+        for (int e = 0; e < EV; ++e) {
+            const vf o = acc[r][e] * splat(inv[r]);
+            const int lanes = d - e0 - e * kLanes < kLanes ? d - e0 - e * kLanes : kLanes;
+            if (lanes == kLanes) {
+                store_vec(dst[r] + e0 + e * kLanes, o);
+            } else {
+                for (int l = 0; l < lanes; ++l) store(dst[r] + e0 + e * kLanes + l, o[l]);
+            }
+        }
+    }
+}
+
+template <typename T>
+void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_windows, T* out, long long ld_out,
+              long long w, int h, int heads, int n, int d, float scale, Buffers& b) {
+    const int np = (n + kLanes - 1) / kLanes * kLanes, nv = np / kLanes;
+    const int dp = (d + kLanes - 1) / kLanes * kLanes, dv = dp / kLanes;
+    const long long c = (long long)heads * d;
+    const T* rows = qkv + w * n * ld_qkv + (long long)h * d;
+    for (int j = 0; j < n; ++j) {
+        const T* r = rows + j * ld_qkv;
+        load_row(r, b.qq + j * dp, d, scale);
+        load_row(r + 2 * c, b.vv + j * dp, d, 1.0f);
+        for (int e = 0; e < d; ++e) b.kt[e * np + j] = load(r + c + e);
+    }
+    const float* bias_h = bias ? bias + ((w % bias_windows) * heads + h) * (long long)n * np : nullptr;
+    const vf* kt = reinterpret_cast<const vf*>(b.kt);
+    const vf* vv = reinterpret_cast<const vf*>(b.vv);
+    vf* s = reinterpret_cast<vf*>(b.s);
+    for (int i0 = 0; i0 < n; i0 += kRows) {
+        const int rows_here = n - i0 < kRows ? n - i0 : kRows;
+        const float* qq = b.qq + i0 * dp;
+        int jv = 0;
+        for (; jv + 4 <= nv; jv += 4) score_block<4>(qq, dp, d, kt, nv, jv, s);
+        for (; jv < nv; ++jv) score_block<1>(qq, dp, d, kt, nv, jv, s);
+        float inv[kRows] = {};
+        for (int r = 0; r < rows_here; ++r) {
+            vf* sr = s + r * nv;
+            if (bias_h) {  // padded rows of np, -inf in the padding columns
+                const vf* br = reinterpret_cast<const vf*>(bias_h + (long long)(i0 + r) * np);
+                for (int k = 0; k < nv; ++k) sr[k] += br[k];
+            } else {
+                for (int j = n; j < np; ++j) b.s[r * np + j] = -INFINITY;
+            }
+            vf mv = sr[0];
+            for (int k = 1; k < nv; ++k) mv = vmax(mv, sr[k]);
+            mv = splat(hmax(mv));
+            vf sum = {};
+            for (int k = 0; k < nv; ++k) {
+                const vf e = exp_nonpositive(sr[k] - mv);
+                sr[k] = e;
+                sum += e;
+            }
+            inv[r] = 1.0f / hsum(sum);
+        }
+        T* dst[kRows];
+        for (int r = 0; r < kRows; ++r) dst[r] = out + (w * n + i0 + (r < rows_here ? r : 0)) * ld_out + (long long)h * d;
+        int ev = 0;
+        for (; ev + 2 <= dv; ev += 2) value_block<2>(b.s, np, n, vv, dv, ev, inv, rows_here, dst, d);
+        for (; ev < dv; ++ev) value_block<1>(b.s, np, n, vv, dv, ev, inv, rows_here, dst, d);
+    }
+}
+
+template <typename T>
+void run(const T* qkv, long long ld_qkv, const float* bias, int bias_windows, T* out, long long ld_out,
+         long long windows, int heads, int n, int d, float scale, int threads) {
+    const long long tasks = windows * heads;
+    const int np = (n + kLanes - 1) / kLanes * kLanes, dp = (d + kLanes - 1) / kLanes * kLanes;
+#pragma omp parallel num_threads(threads)
+    {
+        Buffers buffers(n, np, dp);
+#pragma omp for schedule(static)
+        for (long long t = 0; t < tasks; ++t)
+            one_task(qkv, ld_qkv, bias, bias_windows, out, ld_out, t / heads, int(t % heads), heads, n, d, scale,
+                     buffers);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The fp32 residual stream under autocast: its LayerNorm, written straight in the storage
+// type of the linear layer that reads it, and the residual add of a half-precision output.
+
+// LayerNorm over the last axis of x [rows, c] (fp32): the mean, then the mean square of the
+// deviations (two passes over a row that is in L1), times weight plus bias. weight and bias
+// are c floats (ones and zeros when the norm has none).
+template <typename T>
+void layer_norm(const float* x, long long rows, int c, const float* weight, const float* bias, float eps, T* out,
+                int threads) {
+    const int cv = c % kLanes == 0 ? c / kLanes : 0;  // whole vectors per row, or 0: scalar code
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long long r = 0; r < rows; ++r) {
+        const float* xr = x + r * c;
+        T* o = out + r * c;
+        if (cv) {
+            vf acc = {};
+            for (int k = 0; k < cv; ++k) {
+                vf v;
+                std::memcpy(&v, xr + k * kLanes, sizeof v);
+                acc += v;
+            }
+            const vf mean = splat(hsum(acc) / c);
+            vf sq = {};
+            for (int k = 0; k < cv; ++k) {
+                vf v;
+                std::memcpy(&v, xr + k * kLanes, sizeof v);
+                v -= mean;
+                sq += v * v;
+            }
+            const vf inv = splat(1.0f / std::sqrt(hsum(sq) / c + eps));
+            for (int k = 0; k < cv; ++k) {
+                vf v, w, b;
+                std::memcpy(&v, xr + k * kLanes, sizeof v);
+                std::memcpy(&w, weight + k * kLanes, sizeof w);
+                std::memcpy(&b, bias + k * kLanes, sizeof b);
+                store_vec(o + k * kLanes, (v - mean) * inv * w + b);
+            }
+            continue;
+        }
+        float sum = 0.0f;
+        for (int i = 0; i < c; ++i) sum += xr[i];
+        const float mean = sum / c;
+        float sq = 0.0f;
+        for (int i = 0; i < c; ++i) sq += (xr[i] - mean) * (xr[i] - mean);
+        const float inv = 1.0f / std::sqrt(sq / c + eps);
+        for (int i = 0; i < c; ++i) store(o + i, (xr[i] - mean) * inv * weight[i] + bias[i]);
+    }
+}
+
+}  // namespace
+
+extern "C" int tessera_window_attention(int dtype, const void* qkv, long long ld_qkv, const float* bias,
+                                        int bias_windows, void* out, long long ld_out, long long windows, int heads,
+                                        int n, int d, float scale, int threads) {
+    if (n <= 0 || d <= 0 || heads <= 0 || windows < 0 || threads <= 0) return 1;
+    if (bias && bias_windows <= 0) return 1;
+    if (dtype == 0)
+        run(static_cast<const float*>(qkv), ld_qkv, bias, bias_windows, static_cast<float*>(out), ld_out, windows,
+            heads, n, d, scale, threads);
+    else if (dtype == 1)
+        run(static_cast<const uint16_t*>(qkv), ld_qkv, bias, bias_windows, static_cast<uint16_t*>(out), ld_out,
+            windows, heads, n, d, scale, threads);
+    else
+        return 2;
+    return 0;
+}
+
+extern "C" int tessera_layer_norm(const float* x, long long rows, int c, const float* weight, const float* bias,
+                                  float eps, int out_dtype, void* out, int threads) {
+    if (rows < 0 || c <= 0 || threads <= 0) return 1;
+    if (out_dtype == 0)
+        layer_norm(x, rows, c, weight, bias, eps, static_cast<float*>(out), threads);
+    else if (out_dtype == 1)
+        layer_norm(x, rows, c, weight, bias, eps, static_cast<uint16_t*>(out), threads);
+    else
+        return 2;
+    return 0;
+}
+
+// out = a + b, a fp32, b bf16, n elements (out may be a).
+extern "C" int tessera_add_bf16(const float* a, const uint16_t* b, float* out, long long n, int threads) {
+    if (n < 0 || threads <= 0) return 1;
+#pragma omp parallel for simd num_threads(threads) schedule(static)
+    for (long long i = 0; i < n; ++i) out[i] = a[i] + bf16_to_float(b[i]);
+    return 0;
+}
+
+// A version number that the loader checks, so that a stale build is never used.
+extern "C" int tessera_native_version() { return 2; }
