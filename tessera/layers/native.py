@@ -82,7 +82,7 @@ def _build() -> Path:
     compiler = _compiler()
     if compiler is None:
         raise RuntimeError("no C++ compiler found (set CXX to one)")
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+    version = subprocess.run([compiler, "--version"], check=False, capture_output=True, text=True, timeout=60).stdout
     source = SOURCE.read_bytes()
     key = hashlib.sha256(b"\0".join([
         source, compiler.encode(), version.encode(), " ".join(FLAGS).encode(), _cpu_features().encode(),
@@ -95,7 +95,7 @@ def _build() -> Path:
     fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True,
+        result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], check=False, capture_output=True, text=True,
                                 timeout=300)
         if result.returncode:
             raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[-2000:]}")
