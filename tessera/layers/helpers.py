@@ -78,3 +78,12 @@ def check_image(x: torch.Tensor, channels: int, min_side: int, needs: str) -> No
     if min(x.shape[-2:]) < min_side:
         raise InputShapeError(f"input of shape {tuple(x.shape)} is too small: {needs} needs H and W of at least "
                               f"{min_side}")
+
+
+def autocast_enabled(device: torch.device) -> bool:
+    """``torch.is_autocast_enabled`` for ``device``'s type, ``False`` on devices that have no
+    autocast (``meta``, used to build large models without memory)."""
+    try:
+        return torch.is_autocast_enabled(device.type)
+    except RuntimeError:
+        return False

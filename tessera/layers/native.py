@@ -36,7 +36,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "kernels.cpp"
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17", "-fno-math-errno"]
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17", "-fno-math-errno", "-fno-strict-aliasing"]
 VERSION = 2  # tessera_native_version() of the source this module speaks to
 _DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 LANES = 16  # the kernel's vector width in floats; score rows are padded to a multiple of it
@@ -153,9 +153,21 @@ def describe() -> str:
     return "on" if available() else f"off ({_error})"
 
 
+def _dispatch_mode_active() -> bool:
+    """A Python dispatch mode (FLOP counting, fake tensors, ...) must see every operator; a
+    call into the library would be invisible to it."""
+    try:
+        from torch.utils._python_dispatch import _get_current_dispatch_mode
+    except ImportError:  # pragma: no cover - older or newer torch without it
+        return False
+    return _get_current_dispatch_mode() is not None
+
+
 def supports(x: torch.Tensor) -> bool:
-    """Whether the kernels take ``x`` (CPU, fp32 or bf16) and are switched on and built."""
-    return _enabled and x.device.type == "cpu" and x.dtype in _DTYPES and available()
+    """Whether the kernels take ``x`` (a CPU fp32 or bf16 tensor, with no dispatch mode
+    watching) and are switched on and built."""
+    return (_enabled and x.device.type == "cpu" and x.dtype in _DTYPES and available()
+            and not _dispatch_mode_active())
 
 
 def pad_bias(bias: torch.Tensor) -> torch.Tensor:

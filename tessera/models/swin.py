@@ -31,7 +31,7 @@ from torch import nn
 from ..layers import fused
 from ..layers.attention import WindowAttention
 from ..layers.drop import DropPath, drop_path_rates
-from ..layers.helpers import check_input, init_linear_trunc_normal, to_ntuple
+from ..layers.helpers import autocast_enabled, check_input, init_linear_trunc_normal, to_ntuple
 from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resize_pos_embed
@@ -348,7 +348,7 @@ class _SwinBase(TesseraModel):
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
         x = self.patch_embed(x)  # (B, *grid, C)
-        if torch.is_autocast_enabled(x.device.type):
+        if autocast_enabled(x.device):
             # The residual stream stays in fp32 under autocast; only the matrix products and
             # the attention run in half precision. (Under CUDA autocast LayerNorm runs in fp32
             # and makes the stream fp32 by itself; CPU autocast would leave it in bf16, where
@@ -397,7 +397,7 @@ class _SwinBase(TesseraModel):
         x = self.head_drop(x.mean(dim=tuple(range(2, x.dim()))))
         if pre_logits:
             return x
-        if torch.is_autocast_enabled(x.device.type) and isinstance(self.head, nn.Linear):
+        if autocast_enabled(x.device) and isinstance(self.head, nn.Linear):
             # the classifier in the parameters' precision: a thousandth of the work, and the
             # logits are what precision is judged by
             with torch.autocast(x.device.type, enabled=False):

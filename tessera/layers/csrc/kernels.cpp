@@ -26,6 +26,11 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
+
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -33,6 +38,7 @@ constexpr int kLanes = 16;  // floats per vector
 typedef float vf __attribute__((vector_size(kLanes * sizeof(float)), aligned(kLanes * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(kLanes * sizeof(int32_t)), aligned(kLanes * sizeof(float))));
 constexpr int kRows = 4;  // score rows computed together (each loaded row of k^T serves four)
+constexpr int kMaxPairs = 64;  // channel pairs copied at a time when transposing bf16 k
 
 inline float bf16_to_float(uint16_t x) {
     uint32_t bits = uint32_t(x) << 16;
@@ -206,6 +212,32 @@ inline void value_block(const float* s, int np, int n, const vf* vv, int dv, int
     }
 }
 
+#if defined(__AVX512BF16__)
+// The same from bf16 q and k, two channels per instruction (vdpbf16ps: the products are exact
+// in fp32 and summed in fp32). q: kRows rows of d2 channel pairs; kt2: k transposed by pairs,
+// d2 rows of np pairs.
+template <int JV>
+inline void score_block_pairs(const uint32_t* const* q, int d2, const uint32_t* kt2, int np, int nv, int jv0,
+                              vf* s) {
+    __m512 acc[kRows][JV];
+    for (int r = 0; r < kRows; ++r)
+        for (int j = 0; j < JV; ++j) acc[r][j] = _mm512_setzero_ps();
+    for (int e = 0; e < d2; ++e) {
+        __m512bh k[JV];
+        for (int j = 0; j < JV; ++j) k[j] = (__m512bh)_mm512_load_si512(kt2 + e * np + (jv0 + j) * kLanes);
+        for (int r = 0; r < kRows; ++r) {
+            const __m512bh qv = (__m512bh)_mm512_set1_epi32(int(q[r][e]));
+            for (int j = 0; j < JV; ++j) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], qv, k[j]);
+        }
+    }
+    for (int r = 0; r < kRows; ++r)
+        for (int j = 0; j < JV; ++j) s[r * nv + jv0 + j] = (vf)acc[r][j];
+}
+constexpr bool kPairs = true;
+#else
+constexpr bool kPairs = false;
+#endif
+
 template <typename T>
 void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_windows, T* out, long long ld_out,
               long long w, int h, int heads, int n, int d, float scale, Buffers& b) {
@@ -213,11 +245,24 @@ void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_window
     const int dp = (d + kLanes - 1) / kLanes * kLanes, dv = dp / kLanes;
     const long long c = (long long)heads * d;
     const T* rows = qkv + w * n * ld_qkv + (long long)h * d;
+    // bf16 scores two channels at a time where the processor can (d even: whole pairs)
+    const bool pairs = kPairs && std::is_same<T, uint16_t>::value && d % 2 == 0;
+    const int d2 = d / 2;
+    uint32_t* kt2 = reinterpret_cast<uint32_t*>(b.kt);
     for (int j = 0; j < n; ++j) {
         const T* r = rows + j * ld_qkv;
-        load_row(r, b.qq + j * dp, d, scale);
         load_row(r + 2 * c, b.vv + j * dp, d, 1.0f);
-        for (int e = 0; e < d; ++e) b.kt[e * np + j] = load(r + c + e);
+        if (pairs) {
+            uint32_t k[kMaxPairs];
+            for (int e0 = 0; e0 < d2; e0 += kMaxPairs) {
+                const int m = d2 - e0 < kMaxPairs ? d2 - e0 : kMaxPairs;
+                std::memcpy(k, r + c + 2 * e0, m * sizeof(uint32_t));
+                for (int e = 0; e < m; ++e) kt2[(e0 + e) * np + j] = k[e];
+            }
+        } else {
+            load_row(r, b.qq + j * dp, d, 1.0f);
+            for (int e = 0; e < d; ++e) b.kt[e * np + j] = load(r + c + e);
+        }
     }
     const float* bias_h = bias ? bias + ((w % bias_windows) * heads + h) * (long long)n * np : nullptr;
     const vf* kt = reinterpret_cast<const vf*>(b.kt);
@@ -225,17 +270,29 @@ void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_window
     vf* s = reinterpret_cast<vf*>(b.s);
     for (int i0 = 0; i0 < n; i0 += kRows) {
         const int rows_here = n - i0 < kRows ? n - i0 : kRows;
-        const float* qq = b.qq + i0 * dp;
         int jv = 0;
-        for (; jv + 4 <= nv; jv += 4) score_block<4>(qq, dp, d, kt, nv, jv, s);
-        for (; jv < nv; ++jv) score_block<1>(qq, dp, d, kt, nv, jv, s);
+        if (pairs) {
+#if defined(__AVX512BF16__)
+            const uint32_t* q[kRows];  // rows past the end repeat the last one (results unused)
+            for (int r = 0; r < kRows; ++r)
+                q[r] = reinterpret_cast<const uint32_t*>(rows + (long long)(i0 + r < n ? i0 + r : n - 1) * ld_qkv);
+            for (; jv + 4 <= nv; jv += 4) score_block_pairs<4>(q, d2, kt2, np, nv, jv, s);
+            for (; jv < nv; ++jv) score_block_pairs<1>(q, d2, kt2, np, nv, jv, s);
+#endif
+        } else {
+            const float* qq = b.qq + i0 * dp;
+            for (; jv + 4 <= nv; jv += 4) score_block<4>(qq, dp, d, kt, nv, jv, s);
+            for (; jv < nv; ++jv) score_block<1>(qq, dp, d, kt, nv, jv, s);
+        }
+        const vf scale_v = splat(scale);
         float inv[kRows] = {};
         for (int r = 0; r < rows_here; ++r) {
             vf* sr = s + r * nv;
             if (bias_h) {  // padded rows of np, -inf in the padding columns
                 const vf* br = reinterpret_cast<const vf*>(bias_h + (long long)(i0 + r) * np);
-                for (int k = 0; k < nv; ++k) sr[k] += br[k];
+                for (int k = 0; k < nv; ++k) sr[k] = sr[k] * scale_v + br[k];
             } else {
+                for (int k = 0; k < nv; ++k) sr[k] *= scale_v;
                 for (int j = n; j < np; ++j) b.s[r * np + j] = -INFINITY;
             }
             vf mv = sr[0];
