@@ -221,11 +221,11 @@ class WindowAttention(Attention):
         return self._cached_bias(key, lambda: native.pad_bias(self._live_bias(plan, masked)))
 
     def _use_native(self, qkv: torch.Tensor) -> bool:
-        """Inference on CPU, outside compiling and tracing, with the fused path on."""
+        """Inference, with the fused path on, where the native kernels take ``qkv``."""
         return (
             self.fused and not qkv.requires_grad and self._dropout_p() == 0.0
             and not (torch.is_grad_enabled() and self.relative_position_bias_table.requires_grad)
-            and not torch.compiler.is_compiling() and not torch.jit.is_tracing() and native.supports(qkv)
+            and native.supports(qkv)
         )
 
     def _live_bias(self, plan: WindowPlan, masked: bool) -> torch.Tensor:

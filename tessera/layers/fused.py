@@ -177,10 +177,10 @@ def norm_for_linear(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     bf16 autocast, a LayerNorm of the fp32 residual stream is written straight in bf16 (which
     the linear layer would cast it to) by one native pass instead of two."""
     if (
-        type(norm) is nn.LayerNorm and x.dtype == torch.float32 and x.device.type == "cpu"
+        type(norm) is nn.LayerNorm and x.dtype == torch.float32
         and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        and not _needs_grad(x, norm.weight) and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
-        and x.is_contiguous() and len(norm.normalized_shape) == 1 and native.supports(x)
+        and not _needs_grad(x, norm.weight) and x.is_contiguous() and len(norm.normalized_shape) == 1
+        and native.supports(x)
         and (norm.weight is None or norm.weight.dtype == torch.float32)
     ):
         return native.layer_norm(x, norm, torch.bfloat16)

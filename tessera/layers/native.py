@@ -27,17 +27,17 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_path
+
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "kernels.cpp"
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17", "-fno-math-errno", "-fno-strict-aliasing"]
-VERSION = 2  # tessera_native_version() of the source this module speaks to
 _DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 LANES = 16  # the kernel's vector width in floats; score rows are padded to a multiple of it
 
@@ -92,24 +92,16 @@ def _build() -> Path:
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], check=False, capture_output=True, text=True,
-                                timeout=300)
+    with atomic_path(target) as tmp:  # whole or not at all, also with concurrent builds
+        result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(tmp)], check=False, capture_output=True,
+                                text=True, timeout=300)
         if result.returncode:
             raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[-2000:]}")
-        os.replace(tmp, target)  # whole or not at all, also with concurrent builds
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target
 
 
 def _load() -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(_build()))
-    if lib.tessera_native_version() != VERSION:
-        raise RuntimeError("the cached library is of another version")
+    lib = ctypes.CDLL(str(_build()))  # the name hashes the source: never a stale build
     i, ll, p, f = ctypes.c_int, ctypes.c_longlong, ctypes.c_void_p, ctypes.c_float
     signatures = {
         "tessera_window_attention": [i, p, ll, p, i, p, ll, ll, i, i, i, f, i],
@@ -164,10 +156,11 @@ def _dispatch_mode_active() -> bool:
 
 
 def supports(x: torch.Tensor) -> bool:
-    """Whether the kernels take ``x`` (a CPU fp32 or bf16 tensor, with no dispatch mode
-    watching) and are switched on and built."""
-    return (_enabled and x.device.type == "cpu" and x.dtype in _DTYPES and available()
-            and not _dispatch_mode_active())
+    """Whether the kernels take ``x`` (a CPU fp32 or bf16 tensor) here: switched on and
+    built, and nothing that must see every operator -- compiling, tracing, a dispatch mode --
+    is under way."""
+    return (_enabled and x.device.type == "cpu" and x.dtype in _DTYPES and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing() and not _dispatch_mode_active() and available())
 
 
 def pad_bias(bias: torch.Tensor) -> torch.Tensor:

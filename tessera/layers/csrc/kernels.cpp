@@ -6,9 +6,10 @@
 //    pair of a Swin block, in one call.
 //    Why: each window is a tiny problem (49 tokens x 32 channels per head), and a general
 //    attention kernel spends most of its time setting each one up. Here one task is one
-//    (window, head) pair: its q, k and v are converted to fp32 into buffers that stay in
-//    L1/L2, the scores of a few rows at a time are computed, biased, soft-maxed and multiplied
-//    by v in registers and cache, and the result is written straight into the (token,
+//    (window, head) pair: its k (transposed) and v are copied into buffers that stay in L1/L2
+//    (as fp32, or k as bf16 pairs where the processor multiplies those), the scores of a few
+//    rows at a time are computed, scaled, biased, soft-maxed and multiplied by v in registers
+//    and cache, and the result is written straight into the (token,
 //    channel) layout that the output projection reads. Arithmetic is fp32 whatever the
 //    storage type (as in PyTorch's fused attention).
 //    Layouts (row-major, element strides):
@@ -119,8 +120,9 @@ inline vf exp_nonpositive(vf x) {
 }
 
 // Per-thread scratch, reused across tasks. kt: k transposed, d rows of np floats (np: n
-// rounded up to whole vectors, zero padded); vv: v, n rows of dp floats; qq: q * scale, rows
-// rounded up to kRows, dp floats each; s: kRows score rows.
+// rounded up to whole vectors, zero padded), or d/2 rows of np bf16 pairs; vv: v, n rows of
+// dp floats; qq: q in fp32 (unused with bf16 pairs), rows rounded up to kRows, dp floats
+// each; s: kRows score rows.
 struct Buffers {
     float *kt, *vv, *qq, *s;
     float* base;
@@ -139,23 +141,21 @@ struct Buffers {
     Buffers& operator=(const Buffers&) = delete;
 };
 
-// One row of d values into fp32 (times scale); whole vectors where the row has them.
+// One row of d values into fp32; whole vectors where the row has them.
 typedef uint16_t vh __attribute__((vector_size(kLanes * sizeof(uint16_t))));
 typedef uint32_t vu __attribute__((vector_size(kLanes * sizeof(uint32_t))));
 
-inline void load_row(const float* src, float* dst, int d, float scale) {
-    for (int e = 0; e < d; ++e) dst[e] = src[e] * scale;
-}
+inline void load_row(const float* src, float* dst, int d) { std::memcpy(dst, src, d * sizeof(float)); }
 
-inline void load_row(const uint16_t* src, float* dst, int d, float scale) {
+inline void load_row(const uint16_t* src, float* dst, int d) {
     int e = 0;
     for (; e + kLanes <= d; e += kLanes) {
         vh x;
         std::memcpy(&x, src + e, sizeof x);
         const vu bits = __builtin_convertvector(x, vu) << 16;
-        *reinterpret_cast<vf*>(dst + e) = (vf)bits * splat(scale);
+        *reinterpret_cast<vf*>(dst + e) = (vf)bits;
     }
-    for (; e < d; ++e) dst[e] = bf16_to_float(src[e]) * scale;
+    for (; e < d; ++e) dst[e] = bf16_to_float(src[e]);
 }
 
 inline void store_vec(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
@@ -167,7 +167,6 @@ inline void store_vec(uint16_t* p, vf v) {  // round to nearest even, NaN kept N
     const vh half = __builtin_convertvector(bits >> 16, vh);
     std::memcpy(p, &half, sizeof half);
 }
-
 
 // Scores of kRows rows against the key columns [jv0, jv0 + JV) vectors: acc = q k^T.
 template <int JV>
@@ -251,7 +250,7 @@ void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_window
     uint32_t* kt2 = reinterpret_cast<uint32_t*>(b.kt);
     for (int j = 0; j < n; ++j) {
         const T* r = rows + j * ld_qkv;
-        load_row(r + 2 * c, b.vv + j * dp, d, 1.0f);
+        load_row(r + 2 * c, b.vv + j * dp, d);
         if (pairs) {
             uint32_t k[kMaxPairs];
             for (int e0 = 0; e0 < d2; e0 += kMaxPairs) {
@@ -260,7 +259,7 @@ void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_window
                 for (int e = 0; e < m; ++e) kt2[(e0 + e) * np + j] = k[e];
             }
         } else {
-            load_row(r, b.qq + j * dp, d, 1.0f);
+            load_row(r, b.qq + j * dp, d);
             for (int e = 0; e < d; ++e) b.kt[e * np + j] = load(r + c + e);
         }
     }
@@ -416,6 +415,3 @@ extern "C" int tessera_add_bf16(const float* a, const uint16_t* b, float* out, l
     for (long long i = 0; i < n; ++i) out[i] = a[i] + bf16_to_float(b[i]);
     return 0;
 }
-
-// A version number that the loader checks, so that a stale build is never used.
-extern "C" int tessera_native_version() { return 2; }
