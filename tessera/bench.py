@@ -196,10 +196,6 @@ def benchmark(
     dev = torch.device(device)
     torch_dtype = DTYPES[dtype]
     notes: list[str] = []
-    if dev.type == "cpu":
-        from .layers import native
-
-        notes.append(f"tessera's native CPU kernels: {native.describe()}")
     macs = model_stats(model, (1, *input_shape[1:]))["macs"]
     model = model.to(dev)
     x = torch.randn(*input_shape, device=dev)
@@ -221,6 +217,7 @@ def benchmark(
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     timings = time_rounds(fns, dev, warmup, iters, rounds, input_shape[0])
+    notes += backend_notes(dev)
     rates = matmul_rates(torch_dtype, dev)
     rate = max(rates.values())
     agreement = {}
@@ -238,6 +235,30 @@ def benchmark(
         agreement=agreement, agreement_samples=agreement_samples, notes=notes,
     )
     return result
+
+
+def backend_notes(device: torch.device) -> list[str]:
+    """What the backends chose during the run: the host, and per op how many kinds of call
+    took each implementation."""
+    from . import backends
+    from .backends import capability, native
+
+    if device.type != "cpu":
+        return [f"backend setting {backends.current()}"]
+    caps = capability.host()
+    bf16, why = capability.native_bf16()
+    lib = "built" if native.library() is not None else f"unavailable ({native.unavailable_reason()})"
+    notes = [f"backend setting {backends.current()}; CPU tier {caps.tier}; native bf16 "
+             f"{'yes' if bf16 else 'no'} ({why}); native kernels {lib}"]
+    per_op: dict[str, dict[str, int]] = {}
+    for row in backends.choices():
+        if row["setting"] == str(backends.current()):
+            counts = per_op.setdefault(row["op"], {})
+            counts[row["choice"]] = counts.get(row["choice"], 0) + 1
+    if per_op:
+        notes.append("chosen: " + "; ".join(f"{op} " + ", ".join(f"{n} x{c}" for n, c in counts.items())
+                                             for op, counts in per_op.items()))
+    return notes
 
 
 def format_result(r: BenchResult) -> str:
@@ -320,3 +341,53 @@ def peer_model(library: str, name: str, model: nn.Module) -> nn.Module:
         raise TesseraError(f"unknown peer library {library!r}; use timm or torchvision")
     load_checkpoint(model, peer.state_dict(), strict=True, verbose=False)
     return peer
+
+
+# ---------------------------------------------------------------------------------------
+# Deployment runtimes: tessera's own ONNX graph run by ONNX Runtime or OpenVINO
+# ---------------------------------------------------------------------------------------
+
+RUNTIMES = ("onnxruntime", "openvino")
+
+
+class RuntimePeer(nn.Module):
+    """``model`` exported by tessera to ONNX (fp32, the batch and size of ``input_shape``) and
+    run by a deployment runtime on the CPU with ``threads`` threads: ONNX Runtime, or OpenVINO
+    with its latency hint and the precision ``dtype`` (``fp32``, or ``bf16`` where the CPU
+    has it). Called like the model on inputs of ``input_shape``."""
+
+    def __init__(self, library: str, model: nn.Module, input_shape: tuple[int, ...], dtype: str, threads: int,
+                 workdir: str) -> None:
+        from .errors import TesseraError
+        from .export import export_onnx
+
+        super().__init__()
+        self.library = library
+        path = f"{workdir}/model.onnx"
+        export_onnx(model, path, input_shape, verify=False)
+        if library == "onnxruntime":
+            if dtype != "fp32":
+                raise TesseraError("--compare onnxruntime measures fp32 only (its CPU kernels have no bf16)")
+            try:
+                import onnxruntime as ort
+            except ImportError:
+                raise TesseraError("--compare onnxruntime needs onnxruntime: pip install onnxruntime") from None
+            options = ort.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            self._run = lambda x: session.run(None, {"input": x})[0]
+        elif library == "openvino":
+            try:
+                import openvino as ov
+            except ImportError:
+                raise TesseraError("--compare openvino needs OpenVINO: pip install openvino") from None
+            config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
+                      "INFERENCE_PRECISION_HINT": "bf16" if dtype == "bf16" else "f32"}
+            compiled = ov.Core().compile_model(path, "CPU", config)
+            request, output = compiled.create_infer_request(), compiled.output(0)
+            self._run = lambda x: request.infer({0: x})[output]
+        else:
+            raise TesseraError(f"unknown runtime {library!r}; expected one of {', '.join(RUNTIMES)}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self._run(x.detach().float().contiguous().numpy()).copy())

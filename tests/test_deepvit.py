@@ -64,7 +64,6 @@ def _attention_pair(transform: bool = True):
     re = ReAttention(32, 4, transform_scale=False).eval()
     plain = Attention(32, 4).eval()
     plain.load_state_dict({k: v for k, v in re.state_dict().items() if k.startswith(("qkv", "proj"))})
-    plain.fused = False
     return re, plain
 
 

@@ -13,7 +13,7 @@ import tessera
 from tessera.cli import main
 from tessera.errors import CheckpointError, ConfigError, TesseraError, UnknownModelError
 from tessera.export import export, export_onnx, export_program, input_shape_for
-from tessera.layers import windows
+from tessera.backends import CACHE
 from tessera.models import SwinTransformer, VideoSwinTransformer
 
 ATOL = 1e-4
@@ -70,24 +70,15 @@ def assert_onnx_matches(ort, model, path, x):
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "size, fast",
-    [
-        ((64, 64), True),  # shifted windows on unpadded grids: the fast path's gathers
-        ((72, 60), False),  # every stage padded; roll, partition and step-by-step attention
-    ],
-    ids=["64-fast", "72x60-padded-reference"],
-)
-def test_swin_2d_onnx_matches_pytorch_at_another_batch(ort, tmp_path, size, fast):
+@pytest.mark.parametrize("size", [(64, 64), (72, 60)], ids=["64", "72x60-padded"])
+def test_swin_2d_onnx_matches_pytorch_at_another_batch(ort, tmp_path, size):
     model = perturbed(SwinTransformer(**SMALL_2D))
-    model.set_fast_path(fast)
     path = tmp_path / "swin.onnx"
     result = export_onnx(model, path, (2, 3, *size), dynamic_batch=True)
     assert result.verified and result.max_abs_diff <= ATOL and result.checked_batches == (2, 1)
     assert_onnx_matches(ort, model, path, torch.randn(3, 3, *size))
 
 
-# the padded clip takes the partition path with fused attention
 @pytest.mark.parametrize("clip", [(8, 32, 32), (10, 40, 36)], ids=["8x32x32", "10x40x36-padded"])
 def test_video_swin_onnx_matches_pytorch(ort, tmp_path, clip):
     model = perturbed(VideoSwinTransformer(**SMALL_3D))
@@ -171,19 +162,19 @@ def test_exported_program_reloads_with_identical_outputs(tmp_path, model_fn, sha
 def test_torch_export_keeps_no_traced_tensors_in_the_window_caches():
     # torch.export traces with fake tensors; Swin's window plans and bias indices (here a
     # window clamped at run time) are cached, and must not keep a trace's tensors
-    windows._PLANS.clear()
+    CACHE.clear()
     model = perturbed(VideoSwinTransformer(**SMALL_3D))
     x = torch.randn(2, 3, 4, 16, 16)
     with torch.no_grad():
         torch.export.export(model, (x,))
         out = model(x)
-    model.set_fast_path(False)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), out, atol=1e-5, rtol=1e-5)
-    cached = [t for m in model.modules() for t in getattr(m, "_index_cache", {}).values()]
-    for plan in windows._PLANS.values():
-        cached += [plan.__dict__.get("mask"), *plan.__dict__.get("_orders", {}).values()]
-    assert cached and all(type(t) is torch.Tensor for t in cached if t is not None)
+        with tessera.backends.use("reference"):
+            torch.testing.assert_close(model(x), out, atol=1e-5, rtol=1e-5)
+    cached = []
+    for _, _, value, _ in CACHE._entries.values():
+        tensors = [value] if isinstance(value, torch.Tensor) else [value.mask, *value.orders.values()]
+        cached += [t for t in tensors if t is not None]
+    assert cached and all(type(t) is torch.Tensor for t in cached)
 
 
 # ---------------------------------------------------------------------------------------

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import tessera
+from tessera import backends
 from tessera.layers.windows import get_plan
 from tessera.models import SwinTransformer, VideoSwinTransformer
-from tessera.models.swin import SwinBlock
+from tessera.models.swin import SwinBlock, SwinStage
 
 SMALL_2D = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), num_classes=5)
 SMALL_3D = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), num_classes=5, window_size=(4, 7, 7))
@@ -24,8 +25,7 @@ def test_official_2d_logits(golden, fast):
     model = SwinTransformer(**case["config"]).eval()
     report = tessera.load_checkpoint(model, golden / "official_swin2d_tiny16.pth")
     assert report.format == "official" and not report.missing and not report.unexpected
-    model.set_fast_path(fast)
-    with torch.no_grad():
+    with torch.no_grad(), backends.use("auto" if fast else "reference"):
         logits = model(case["x"])
     torch.testing.assert_close(logits, case["logits"], atol=1e-4, rtol=1e-4)
 
@@ -36,8 +36,7 @@ def test_official_3d_features_and_logits(golden, fast):
     model = VideoSwinTransformer(**case["config"]).eval()
     report = tessera.load_checkpoint(model, golden / "official_swin3d_tiny16.pth")
     assert report.format == "mmaction" and not report.missing and not report.unexpected
-    model.set_fast_path(fast)
-    with torch.no_grad():
+    with torch.no_grad(), backends.use("auto" if fast else "reference"):
         features = model.forward_features(case["x"])
         logits = model.forward_head(features)
     torch.testing.assert_close(features, case["features"], atol=1e-4, rtol=1e-4)
@@ -98,8 +97,8 @@ def test_gmacs(name):
 def test_gmacs_do_not_depend_on_the_attention_kernel():
     model = SwinTransformer(**SMALL_2D, img_size=64)
     fast = tessera.model_stats(model, (1, 3, 64, 64))["macs"]
-    model.set_fast_path(False)
-    assert tessera.model_stats(model, (1, 3, 64, 64))["macs"] == fast
+    with backends.use("reference"):
+        assert tessera.model_stats(model, (1, 3, 64, 64))["macs"] == fast
 
 
 def test_registry_lists_and_suggests():
@@ -179,22 +178,27 @@ def test_padded_block_equals_direct_computation(grid, window, shifted):
         x = torch.randn(2, *grid, dim)
         plan = get_plan(grid, window, shift, x.device)
         expected = _direct_block(blk, x, window, shift if shifted else (0,) * len(window))
-        torch.testing.assert_close(blk(x, plan), expected, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(blk(x, plan, fused=True), expected, atol=1e-5, rtol=1e-5)
+        for backend in ("reference", "auto", "native", "sdpa", "matmul"):
+            with backends.use(backend):
+                torch.testing.assert_close(blk(x, plan), expected, atol=1e-5, rtol=1e-5, msg=backend)
 
 
 @pytest.mark.parametrize("grid,window", [((14, 21), (7, 7)), ((4, 6, 6), (2, 3, 3))])
-def test_window_order_block_equals_direct_computation(grid, window):
+def test_window_order_stage_equals_direct_computation(grid, window):
     dim = 8
     shift = tuple(w // 2 for w in window)
-    blk = SwinBlock(dim, 2, window, shift).eval()
+    stage = SwinStage(dim, 2, 2, window, shift).eval()  # a regular block, then a shifted one
     with torch.no_grad():
-        blk.attn.relative_position_bias_table.normal_(0, 1.0)
+        for blk in stage.blocks:
+            blk.attn.relative_position_bias_table.normal_(0, 1.0)
         x = torch.randn(2, *grid, dim)
-        plan = get_plan(grid, window, shift, x.device)
-        tokens = plan.reorder(plan.reorder(x.reshape(2, -1, dim), "raster", "regular"), "regular", "shifted")
-        out = plan.reorder(blk.forward_windows(tokens, plan), "shifted", "raster")
-        torch.testing.assert_close(out.view_as(x), _direct_block(blk, x, window, shift), atol=1e-5, rtol=1e-5)
+        expected = _direct_block(stage.blocks[1], _direct_block(stage.blocks[0], x, window, (0,) * len(window)),
+                                 window, shift)
+        with backends.use("window_order"):
+            out = stage(x)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert [c["choice"] for c in backends.choices() if c["op"] == "swin_blocks" and c["setting"] == "window_order"
+            and c["key"][1:2] == ("SwinBlock",) and c["key"][5] == grid] == ["window_order"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -203,9 +207,8 @@ def test_window_order_block_equals_direct_computation(grid, window):
 
 
 def _both_paths(model, x):
-    model.set_fast_path(False)
-    ref = model(x)
-    model.set_fast_path(True)
+    with backends.use("reference"):
+        ref = model(x)
     return ref, model(x)
 
 
@@ -243,8 +246,8 @@ def test_fast_path_gradients_equal_reference(video):
     grads = []
     for fast in (False, True):
         model.zero_grad()
-        model.set_fast_path(fast)
-        model(x).square().sum().backward()
+        with backends.use("auto" if fast else "reference"):
+            model(x).square().sum().backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-4, rtol=1e-4, msg=name)
@@ -253,14 +256,14 @@ def test_fast_path_gradients_equal_reference(video):
 @pytest.mark.parametrize("fast", [False, True])
 def test_gradient_checkpointing_same_outputs_and_gradients(fast):
     model = SwinTransformer(**SMALL_2D, img_size=64, drop_path_rate=0.0)
-    model.set_fast_path(fast)
     x = torch.randn(2, 3, 64, 64)
     results = []
     for enable in (False, True):
         model.zero_grad()
         model.set_grad_checkpointing(enable)
-        out = model(x)
-        out.sum().backward()
+        with backends.use("auto" if fast else "reference"):
+            out = model(x)
+            out.sum().backward()
         results.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
     torch.testing.assert_close(results[1][0], results[0][0], atol=0, rtol=0)
     for name, g in results[0][1].items():

@@ -246,13 +246,19 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     ha, hb = a["history"][0], b["history"][0]
     assert ha["val_top1"] == hb["val_top1"] and ha["val_loss"] == pytest.approx(hb["val_loss"], rel=1e-4)
     assert ha["train_loss"] == pytest.approx(hb["train_loss"], rel=1e-4)
-    for k, w in a["model"].items():
-        torch.testing.assert_close(b["model"][k], w, rtol=1e-5, atol=1e-6)
-    # and the weights moved far more than that tolerance from where both runs started
     info = json.loads((tmp_path / "one" / "run.json").read_text())
     torch.manual_seed(info["recipe"]["train"]["seed"])
     start = tessera.create_model(info["model"], **info["model_args"]).state_dict()
-    assert max((a["model"][k] - start[k]).abs().max().item() for k in start) > 1e-3
+    assert max((a["model"][k] - start[k]).abs().max().item() for k in start) > 1e-3  # training moved them
+    for k, w in a["model"].items():
+        # The two runs add the same gradients in another order (each process its half, then
+        # the all-reduce): fp32 rounding, about 1e-7 of the gradient per step, which Adam's
+        # per-element normalisation can enlarge where a gradient nearly cancels. Against the
+        # whole update of each tensor that stays far below 1e-3; a real difference in what
+        # was computed (another split of the batch, a missed average) is of the size of the
+        # update itself.
+        moved, diff = (w - start[k]).norm().item(), (b["model"][k] - w).norm().item()
+        assert diff <= 1e-3 * moved + 1e-6 * w.norm().item(), (k, diff, moved)
 
 
 def test_too_many_unreadable_images_stop_the_run(tmp_path, capsys, caplog):

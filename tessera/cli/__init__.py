@@ -16,7 +16,7 @@ from collections.abc import Callable
 #: command modules, in the order ``tessera --help`` lists them
 COMMANDS = [
     "demo", "train", "evaluate", "predict", "make_moving_digits", "list_models", "summary", "convert", "inflate",
-    "benchmark", "export",
+    "benchmark", "export", "info",
 ]
 
 
@@ -51,9 +51,19 @@ def count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tessera-vision")
+    except PackageNotFoundError:  # run from a source tree that was not installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="tessera", description="Hierarchical vision transformers on PyTorch.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--version", action="version", version=f"tessera {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(sub)

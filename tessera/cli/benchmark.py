@@ -23,12 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model(s)")
     p.add_argument("--channels-last", action="store_true", help="channels-last input and weights")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--compare", choices=["timm", "torchvision"], help="time the peer's model too")
-    p.add_argument("--reference", action="store_true", help="use the official step-by-step path (Swin)")
-    p.add_argument("--no-onednn", action="store_true",
-                   help="plain torch linear layers instead of oneDNN's fused ones (for ablations)")
-    p.add_argument("--no-native", action="store_true",
-                   help="PyTorch's operators instead of tessera's native CPU kernels (for ablations)")
+    p.add_argument("--compare", choices=["timm", "torchvision", "onnxruntime", "openvino"],
+                   help="time the same model in a peer library (same weights) or a deployment runtime "
+                        "(tessera's own ONNX graph), rounds interleaved")
+    p.add_argument("--backend", help="backend setting: auto (default), reference, a backend's name, "
+                                     "or exclusions such as auto,-native (see tessera info)")
     p.add_argument("--threads", type=count(1), help="CPU threads (default: torch's)")
     p.add_argument("--warmup", type=count(0), default=3)
     p.add_argument("--iters", type=count(1), default=3, help="iterations per timed round")
@@ -40,10 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import tempfile
+
     import torch
 
-    from .. import create_model
-    from ..bench import benchmark, format_result, peer_model
+    from .. import backends, create_model
+    from ..bench import RUNTIMES, RuntimePeer, benchmark, format_result, peer_model
     from ..device import resolve_device
     from ..errors import TesseraError
 
@@ -68,20 +69,19 @@ def run(args: argparse.Namespace) -> int:
             raise TesseraError("--clip is for video models; use --img-size")
         side = args.img_size or model.default_cfg["input_size"][-1]
         shape = (args.batch_size or 8, chans, side, side)
-    if args.reference and hasattr(model, "set_fast_path"):
-        model.set_fast_path(False)
-    if args.no_onednn:
-        from ..layers.fused import set_fused_linear
-
-        set_fused_linear(False)
-    if args.no_native:
-        from ..layers.native import set_native
-
-        set_native(False)
-    peer = (args.compare, peer_model(args.compare, args.model, model)) if args.compare else None
-    result = benchmark(model, args.model, shape, dtype=args.dtype, train=args.train, device=args.device,
-                       compile=args.compile, channels_last=args.channels_last, peer=peer,
-                       warmup=args.warmup, iters=args.iters, rounds=args.rounds,
-                       agreement_samples=args.agreement)
+    if args.backend:
+        backends.use(args.backend)
+    peer = None
+    with tempfile.TemporaryDirectory(prefix="tessera-bench-") as workdir:
+        if args.compare in RUNTIMES:
+            if args.train or args.compile or args.device != "cpu":
+                raise TesseraError(f"--compare {args.compare} times CPU inference (no --train, --compile, --device)")
+            peer = (args.compare, RuntimePeer(args.compare, model, shape, args.dtype, torch.get_num_threads(), workdir))
+        elif args.compare:
+            peer = (args.compare, peer_model(args.compare, args.model, model))
+        result = benchmark(model, args.model, shape, dtype=args.dtype, train=args.train, device=args.device,
+                           compile=args.compile, channels_last=args.channels_last, peer=peer,
+                           warmup=args.warmup, iters=args.iters, rounds=args.rounds,
+                           agreement_samples=args.agreement)
     print(json.dumps(result.to_dict()) if args.json else format_result(result))
     return 0

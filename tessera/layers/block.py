@@ -115,7 +115,6 @@ class ClassAttention(nn.Module):
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.fused = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
@@ -124,7 +123,7 @@ class ClassAttention(nn.Module):
         k = self.k(x).view(b, n, h, d).transpose(1, 2)
         v = self.v(x).view(b, n, h, d).transpose(1, 2)
         dropout_p = self.attn_drop.p if self.training else 0.0
-        out = attend(q, k, v, None, self.scale, dropout_p, self.fused)
+        out = attend(q, k, v, None, self.scale, dropout_p)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, 1, c)))
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import fused
-
 
 class Mlp(nn.Module):
     """``fc1 -> act -> drop -> fc2 -> drop`` on the last dimension.
@@ -40,17 +38,5 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_features, out_features, bias=bias)
         self.drop2 = nn.Dropout(drop)
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """``fc2(act(fc1(x)))``; with ``residual``, ``residual + fc2(act(fc1(x)))`` with the
-        bias, GELU and residual add fused into the matrix products where possible (dropout
-        must be inactive then)."""
-        exact_gelu = isinstance(self.act, nn.GELU) and self.act.approximate == "none"
-        x = fused.linear(x, self.fc1.weight, self.fc1.bias, gelu=exact_gelu)
-        if not exact_gelu:
-            x = self.act(x)
-        if residual is None:
-            return self.drop2(fused.linear(self.drop1(x), self.fc2.weight, self.fc2.bias))
-        return fused.linear_add(x, self.fc2.weight, self.fc2.bias, residual)
-
-    def dropout_active(self) -> bool:
-        return self.training and (self.drop1.p > 0 or self.drop2.p > 0)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))

@@ -93,7 +93,7 @@ class SpatialReductionAttention(Attention):
         h, d = self.num_heads, self.head_dim
         q = self.q(x).view(b, n, h, d).transpose(1, 2)
         k, v = self.kv(self.reduce(x, grid)).view(b, -1, 2, h, d).permute(2, 0, 3, 1, 4).unbind(0)
-        x = attend(q, k, v, None, self.scale, self._dropout_p(), self.fused)
+        x = attend(q, k, v, None, self.scale, self.dropout_p())
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, c)))
 
     def extra_repr(self) -> str:

@@ -10,22 +10,19 @@ Tensors on a grid are channels-last: ``(B, *grid, C)``. Windows are ``(B * nW, N
 ``N = prod(window)`` tokens in raster order inside each window and windows in raster order
 over the window grid -- the order of the official ``window_partition``.
 
-Two ways to compute the same function use this module:
-
-* the reference path (``pad -> roll -> window_partition -> attention -> window_reverse ->
-  roll -> crop``), written exactly as the official code does it;
-* the fast path, which keeps a stage's tokens in *window order* and moves them from the
-  regular to the shifted window order with one precomputed gather
-  (:class:`WindowPlan`). Norms and MLPs act per token, so they do not care about the order.
+A :class:`WindowPlan` holds what depends only on the grid, the window and the shift: the
+effective (clamped) window, the padding, the shift mask and the token orders of the windows,
+and does the official ``pad -> roll -> window_partition`` and its inverse. The backends use its
+token orders to keep a stage's tokens in window order (``tessera.backends.swin``).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import torch
 
+from ..backends.cache import CACHE
 from .helpers import prod
 
 #: The value the official code adds to the scores of token pairs from different regions.
@@ -238,11 +235,12 @@ def window_order(padded: Sequence[int], window: Sequence[int], shift: Sequence[i
 
 class WindowPlan:
     """Windows of one stage for a given input grid: the effective (clamped) window and shift,
-    the padded grid, the shift mask and, for grids that need no padding, the gathers of the
-    fast path. Blocks with an even index use no shift, blocks with an odd index ``shift``.
+    the padded grid and the shift mask; blocks with an even index use no shift, blocks with
+    an odd index ``shift``. :meth:`partition` and :meth:`reverse` are the official code.
 
-    Everything is computed once, when the plan is made (plain attributes, so that
-    ``torch.compile`` can trace through a plan made inside a compiled region).
+    Plans are made once per grid and kept in the backends' cache (:func:`get_plan`); plain
+    attributes, so that ``torch.compile`` can trace through a plan made inside a compiled
+    region.
     """
 
     def __init__(self, grid: tuple[int, ...], window: tuple[int, ...], shift: tuple[int, ...],
@@ -255,9 +253,9 @@ class WindowPlan:
         self.num_windows = prod([p // w for p, w in zip(self.padded, window)])
         mask = shifted_window_mask(self.padded, window, shift)
         self.mask = None if mask is None else mask.to(device)
-        # The fast path's gathers, only for grids that need no padding (with padding the MLP
-        # would run on pad tokens): ``orders[(source, target)]`` moves tokens between the
-        # grid's raster order and the regular and shifted window orders.
+        # Gathers between the grid's raster order and the regular and shifted window orders,
+        # ``orders[(source, target)]``, for grids that need no padding: ``tokens[:, order]``
+        # moves ``(B, L, C)`` tokens from ``source`` to ``target`` order.
         self.orders: dict[tuple[str, str], torch.Tensor] = {}
         if not self.needs_pad:
             regular = window_order(grid, window, (0,) * len(window))
@@ -273,65 +271,41 @@ class WindowPlan:
             }
             self.orders = {k: v.to(device) for k, v in orders.items()}
 
-    def reorder(self, tokens: torch.Tensor, source: str, target: str) -> torch.Tensor:
-        """Move the tokens ``(B, L, C)`` of this grid from one order to another: ``raster``
-        (the grid's own), ``regular`` or ``shifted`` window order."""
-        if source == target:
-            return tokens
-        return permute_tokens(tokens, self.orders[(source, target)], self.orders[(target, source)])
+    @property
+    def nbytes(self) -> int:  # for the cache's bound
+        tensors = [self.mask, *self.orders.values()]
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
+    def partition(self, x: torch.Tensor, shifted: bool) -> torch.Tensor:
+        """``(B, *grid, C) -> (B * nW, N, C)``: pad to the window, roll by ``-shift`` when
+        ``shifted``, cut into windows (the official order)."""
+        x = pad_grid(x, self.padded)
+        if shifted:
+            x = cyclic_shift(x, self.shift)
+        return window_partition(x, self.window)
 
-class _PermuteTokens(torch.autograd.Function):
-    """``x.index_select(1, order)`` for a permutation ``order``, whose gradient is the gather
-    by the inverse permutation (``index_select``'s own backward is a slower scatter-add)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(inverse)
-        return x.index_select(1, order)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (inverse,) = ctx.saved_tensors
-        return grad.index_select(1, inverse), None, None
-
-
-def outside_inference_mode():
-    """A context in which cached tensors are made as normal tensors even when the caller runs
-    under ``torch.inference_mode`` (inference tensors could not be used with autograd later)."""
-    if not torch.compiler.is_compiling() and torch.is_inference_mode_enabled():
-        return torch.inference_mode(False)
-    return contextlib.nullcontext()
-
-
-def permute_tokens(x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
-    """Reorder the tokens of ``(B, L, C)`` by a permutation of ``L`` (``inverse`` undoes it)."""
-    if torch.is_grad_enabled() and x.requires_grad and not torch.compiler.is_compiling():
-        return _PermuteTokens.apply(x, order, inverse)
-    return x.index_select(1, order)
-
-
-_PLANS: dict[tuple, WindowPlan] = {}
+    def reverse(self, windows: torch.Tensor, shifted: bool) -> torch.Tensor:
+        """Inverse of :meth:`partition`: ``(B * nW, N, C) -> (B, *grid, C)``."""
+        x = window_reverse(windows, self.window, self.padded)
+        if shifted:
+            x = cyclic_shift(x, self.shift, reverse=True)
+        if self.needs_pad:
+            x = x[(slice(None), *[slice(0, g) for g in self.grid])]
+        return x
 
 
 def get_plan(
     grid: Sequence[int], window: Sequence[int], shift: Sequence[int], device: torch.device
 ) -> WindowPlan:
-    """The cached :class:`WindowPlan` of a stage with window ``window`` and odd-block shift
-    ``shift`` on an input grid ``grid`` (clamped per axis as the official Video Swin)."""
+    """The :class:`WindowPlan` of a stage with window ``window`` and odd-block shift
+    ``shift`` on an input grid ``grid`` (clamped per axis as the official Video Swin), kept in
+    the backends' cache."""
     win, sft = effective_window(grid, window, shift)
     grid = tuple(int(g) for g in grid)
-    key = (grid, win, sft, str(device))
+    key = ("window plan", grid, win, sft, str(device))
     if torch.compiler.is_compiling():
         # Traced: never store a plan made here (its tensors may be fake). A plan made eagerly
-        # before an export is used as it is, so that its gathers become constants.
-        if torch.compiler.is_exporting() and key in _PLANS:
-            return _PLANS[key]
-        return WindowPlan(grid, win, sft, torch.device(device))
-    plan = _PLANS.get(key)
-    if plan is None:
-        if len(_PLANS) > 256:  # many input sizes: keep memory bounded
-            _PLANS.clear()
-        with outside_inference_mode():
-            plan = _PLANS[key] = WindowPlan(grid, win, sft, torch.device(device))
-    return plan
+        # before an export is used as it is, so that its tensors become constants.
+        cached = CACHE.peek(key) if torch.compiler.is_exporting() else None
+        return cached if cached is not None else WindowPlan(grid, win, sft, torch.device(device))
+    return CACHE.get(key, lambda: WindowPlan(grid, win, sft, torch.device(device)))

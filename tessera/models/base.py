@@ -79,6 +79,15 @@ class TesseraModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # bf16 autocast on a CPU that would emulate bf16 products computes in fp32 instead
+        # (tessera.backends.precision_policy); elsewhere this is nn.Module's call
+        from .. import backends
+
+        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        with backends.precision_policy(x.device if x is not None else "cpu"):
+            return super().__call__(*args, **kwargs)
+
     def get_classifier(self) -> nn.Module:
         return self.head
 

@@ -108,7 +108,6 @@ class ConvAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         #: use scaled_dot_product_attention (True) or the written-out reference (False)
-        self.fused = True
 
     def _project(self, conv: ConvBN, linear: nn.Linear, prefix: torch.Tensor, grid_map: torch.Tensor) -> torch.Tensor:
         """``(B, P, C)`` prefix and ``(B, C, H, W)`` map -> ``(B, h, P + N', C / h)``."""
@@ -123,7 +122,7 @@ class ConvAttention(nn.Module):
         k = self._project(self.conv_proj_k, self.proj_k, prefix, grid_map)
         v = self._project(self.conv_proj_v, self.proj_v, prefix, grid_map)
         dropout_p = self.attn_drop.p if self.training else 0.0
-        out = attend(q, k, v, None, self.scale, dropout_p, self.fused)
+        out = attend(q, k, v, None, self.scale, dropout_p)
         out = out.transpose(1, 2).flatten(2)
         return self.proj_drop(self.proj(out))
 

@@ -134,7 +134,6 @@ class _BiasedAttention(nn.Module):
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, resolution[0] * resolution[1]))
         self.register_buffer("attention_bias_idxs", offset_index(resolution, stride), persistent=False)
         #: use scaled_dot_product_attention (True) or the written-out reference (False)
-        self.fused = True
 
     def attention_bias(self) -> torch.Tensor:
         """``(h, Nq, Nk)`` biases gathered from the table by relative offset."""
@@ -142,7 +141,7 @@ class _BiasedAttention(nn.Module):
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q, k ``(B, h, N, key_dim)``, v ``(B, h, Nk, val_dim)`` -> ``(B, Nq, out_dim)``."""
-        x = attend(q, k, v, self.attention_bias(), self.scale, 0.0, self.fused)
+        x = attend(q, k, v, self.attention_bias(), self.scale, 0.0)
         return self.proj(x.transpose(1, 2).flatten(2))
 
 

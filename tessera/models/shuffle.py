@@ -119,10 +119,8 @@ class ShuffleBlock(nn.Module):
         plan = self.plan((h, w), x.device)
         partition, reverse = (shuffle_partition, shuffle_reverse) if self.shuffle else (window_partition, window_reverse)
         windows = partition(pad_grid(x, plan.padded), plan.window)  # (B * nW, N, C)
-        if plan.needs_pad:
-            windows = self.attn(windows, plan.window, padding_mask((h, w), plan, self.shuffle))
-        else:  # (B * nW, N, C) is (B, nW * N, C) in memory: tokens in window order
-            windows = self.attn.forward_windows(windows.view(b, -1, c), plan, shifted=False).view_as(windows)
+        mask = padding_mask((h, w), plan, self.shuffle) if plan.needs_pad else None
+        windows = self.attn(windows, plan.window, mask)
         x = reverse(windows, plan.window, plan.padded)[:, :h, :w]
         return x.movedim(-1, 1)
 

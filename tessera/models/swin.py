@@ -28,16 +28,16 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..layers import fused
+from .. import backends
 from ..layers.attention import WindowAttention
 from ..layers.drop import DropPath, drop_path_rates
 from ..layers.helpers import autocast_enabled, check_input, init_linear_trunc_normal, to_ntuple
 from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resize_pos_embed
-from ..layers.windows import WindowPlan, cyclic_shift, get_plan, pad_grid, window_partition, window_reverse
+from ..layers.windows import WindowPlan, get_plan
 from ..registry import register_model
-from .base import TesseraModel, maybe_checkpoint
+from .base import TesseraModel
 
 __all__ = ["SwinTransformer", "VideoSwinTransformer", "SwinBlock", "SwinStage", "PatchMerging"]
 
@@ -76,48 +76,15 @@ class SwinBlock(nn.Module):
     def is_shifted(self, plan: WindowPlan) -> bool:
         return any(self.shift_size) and plan.shifted
 
-    def forward(self, x: torch.Tensor, plan: WindowPlan, fused: bool = False) -> torch.Tensor:
-        """Partition path, written as the official code: pad, roll, partition, attend,
-        reverse, roll back, crop. ``fused`` computes the attention with one
-        scaled-dot-product kernel instead of the official step-by-step reference."""
+    def forward(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
+        """The official block: pad, roll, partition, attend, reverse, roll back, crop; the
+        residual add; the MLP and its residual add."""
         shifted = self.is_shifted(plan)
         shortcut = x
-        x = pad_grid(self.norm1(x), plan.padded)
-        if shifted:
-            x = cyclic_shift(x, plan.shift)
-        windows = window_partition(x, plan.window)
-        if fused:  # (B * nW, N, C) is (B, nW * N, C) in memory: tokens in window order
-            b = x.shape[0]
-            windows = self.attn.forward_windows(windows.view(b, -1, windows.shape[-1]), plan, shifted)
-            windows = windows.view(-1, plan.tokens_per_window, windows.shape[-1])
-        else:
-            windows = self.attn(windows, plan.window, plan.mask if shifted else None)
-        x = window_reverse(windows, plan.window, plan.padded)
-        if shifted:
-            x = cyclic_shift(x, plan.shift, reverse=True)
-        if plan.needs_pad:
-            x = x[(slice(None), *[slice(0, g) for g in plan.grid])]
-        x = shortcut + self.drop_path(x)
+        windows = plan.partition(self.norm1(x), shifted)
+        windows = self.attn(windows, plan.window, plan.mask if shifted else None)
+        x = shortcut + self.drop_path(plan.reverse(windows, shifted))
         return x + self.drop_path(self.mlp(self.norm2(x)))
-
-    def forward_windows(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
-        """Fast path on tokens already in this block's window order: ``(B, L, C) -> (B, L, C)``."""
-        shifted = self.is_shifted(plan)
-        if not self._stochastic():
-            # no dropout and no stochastic depth: the residual adds go into the projections
-            x = self.attn.forward_windows(fused.norm_for_linear(self.norm1, x), plan, shifted, residual=x)
-            return self.mlp(fused.norm_for_linear(self.norm2, x), residual=x)
-        x = x + self.drop_path(self.attn.forward_windows(self.norm1(x), plan, shifted))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
-
-    def _stochastic(self) -> bool:
-        if not self.training:
-            return False
-        return (
-            getattr(self.drop_path, "drop_prob", 0.0) > 0
-            or self.attn.proj_drop.p > 0
-            or self.mlp.dropout_active()
-        )
 
 
 class PatchMerging(nn.Module):
@@ -146,7 +113,8 @@ class PatchMerging(nn.Module):
         # (..., H/2, dh, W/2, dw, C) -> (..., H/2, W/2, dw, dh, C): channel block k = dh + 2 * dw
         x = x.permute(*range(n - 5), n - 5, n - 3, n - 2, n - 4, n - 1).reshape(*lead, h // 2, w // 2, 4 * c)
         # .to: the stream keeps its dtype (fp32 under autocast, see _SwinBase._embed)
-        return fused.linear(fused.norm_for_linear(self.norm, x), self.reduction.weight, None).to(x.dtype)
+        x_norm = backends.layer_norm_for_matmul(x, self.norm)
+        return backends.linear(x_norm, self.reduction.weight, None).to(x.dtype)
 
 
 class SwinStage(nn.Module):
@@ -188,34 +156,17 @@ class SwinStage(nn.Module):
         )
         self.downsample = PatchMerging(dim, norm_layer) if downsample else None
         self.grad_checkpointing = False
-        self.fast_path = True
 
     def plan(self, grid: Sequence[int], device: torch.device) -> WindowPlan:
         return get_plan(grid, self.window_size, self.shift_size, device)
 
     def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
         """The blocks without the downsample: ``(B, *grid, C) -> (B, *grid, C)``."""
-        plan = self.plan(tuple(x.shape[1:-1]), x.device)
-        if self.fast_path and not plan.needs_pad:
-            return self._forward_window_order(x, plan)
-        for blk in self.blocks:
-            x = maybe_checkpoint(blk, x, plan, self.fast_path, enabled=self.grad_checkpointing)
-        return x
+        return backends.swin_blocks(self, x, self.plan(tuple(x.shape[1:-1]), x.device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.forward_blocks(x)
         return self.downsample(x) if self.downsample is not None else x
-
-    def _forward_window_order(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
-        # Tokens go from raster order into window order once, between regular and shifted
-        # blocks by one gather each, and back to raster order at the end of the stage.
-        b, c = x.shape[0], x.shape[-1]
-        tokens, current = x.reshape(b, -1, c), "raster"
-        for blk in self.blocks:
-            wanted = "shifted" if blk.is_shifted(plan) else "regular"
-            tokens, current = plan.reorder(tokens, current, wanted), wanted
-            tokens = maybe_checkpoint(blk.forward_windows, tokens, plan, enabled=self.grad_checkpointing)
-        return plan.reorder(tokens, current, "raster").view(b, *plan.grid, c)
 
 
 class _SwinBase(TesseraModel):
@@ -314,7 +265,7 @@ class _SwinBase(TesseraModel):
         self.apply(init_linear_trunc_normal)
         self.set_grad_checkpointing(use_checkpoint)
 
-    # -- input checks and the fast path switch ---------------------------------------------
+    # -- input checks ------------------------------------------------------------------------
 
     def _check(self, x: torch.Tensor) -> None:
         axes = "(B, C, H, W)" if self.ndim == 2 else "(B, C, T, H, W)"
@@ -322,13 +273,6 @@ class _SwinBase(TesseraModel):
         # a clip shorter than the temporal patch is padded (as the official code does); an
         # image smaller than one patch has nothing to embed
         check_input(x, rank=self.ndim + 2, channels=self.in_chans, layout=layout, min_size=self.patch_size[-2:])
-
-    def set_fast_path(self, enable: bool = True) -> None:
-        """Switch between the fast path (the default: fused attention, and window-order
-        gathers instead of roll/partition on grids that need no padding) and the reference
-        path (the official roll/partition code, step-by-step attention)."""
-        for layer in self.layers:
-            layer.fast_path = enable
 
     def adapt_checkpoint(self, state_dict: dict[str, torch.Tensor], report) -> dict[str, torch.Tensor]:
         """Image weights loaded into a video model are inflated first (the official

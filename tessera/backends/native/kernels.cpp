@@ -1,21 +1,24 @@
-// tessera's native CPU kernels for inference (built at run time by tessera/layers/native.py
-// with the machine's own compiler and instruction set; no PyTorch headers are needed, and the
-// gcc/clang vector extensions below are lowered to whatever vector width the target has).
+// tessera's native CPU kernels for inference (built at run time by tessera/backends/native with
+// the machine's own compiler, for the instruction-set tier tessera chose; no PyTorch headers are
+// needed, and the gcc/clang vector extensions below are lowered to that tier's vectors: 16 floats
+// with AVX-512, 8 with AVX2 or elsewhere).
 //
 // 1. Windowed multi-head attention: softmax(q k^T * scale + bias) v for every (window, head)
-//    pair of a Swin block, in one call.
+//    pair of a Swin block, in one call; optionally cosine attention (Swin V2: q and k rows
+//    normalised to unit length first) and a scale per head.
 //    Why: each window is a tiny problem (49 tokens x 32 channels per head), and a general
 //    attention kernel spends most of its time setting each one up. Here one task is one
 //    (window, head) pair: its k (transposed) and v are copied into buffers that stay in L1/L2
 //    (as fp32, or k as bf16 pairs where the processor multiplies those), the scores of a few
 //    rows at a time are computed, scaled, biased, soft-maxed and multiplied by v in registers
-//    and cache, and the result is written straight into the (token,
-//    channel) layout that the output projection reads. Arithmetic is fp32 whatever the
-//    storage type (as in PyTorch's fused attention).
+//    and cache, and the result is written straight into the (token, channel) layout that the
+//    output projection reads. Arithmetic is fp32 whatever the storage type (as in PyTorch's
+//    fused attention).
 //    Layouts (row-major, element strides):
 //      qkv  [windows * n, ld_qkv]  q at column h*d, k at C + h*d, v at 2C + h*d (C = heads*d)
 //      bias [bias_windows, heads, n, np] fp32, or null: rows padded to np (n rounded up to a
-//           multiple of 16) with -inf; window w uses bias window w % bias_windows
+//           multiple of tessera_lanes()) with -inf; window w uses bias window w % bias_windows
+//      scales [heads] fp32, or null for the one scale `scale`
 //      out  [windows * n, ld_out]  head h at column h*d
 //    dtype: 0 = fp32, 1 = bf16 (the storage of qkv and out).
 //
@@ -35,10 +38,15 @@
 
 namespace {
 
-constexpr int kLanes = 16;  // floats per vector
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;  // floats per vector: one zmm register
+constexpr int kRows = 4;    // score rows computed together (each loaded row of k^T serves four)
+#else
+constexpr int kLanes = 8;   // one ymm register with AVX2 (two 128-bit registers elsewhere)
+constexpr int kRows = 4;
+#endif
 typedef float vf __attribute__((vector_size(kLanes * sizeof(float)), aligned(kLanes * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(kLanes * sizeof(int32_t)), aligned(kLanes * sizeof(float))));
-constexpr int kRows = 4;  // score rows computed together (each loaded row of k^T serves four)
 constexpr int kMaxPairs = 64;  // channel pairs copied at a time when transposing bf16 k
 
 inline float bf16_to_float(uint16_t x) {
@@ -73,13 +81,21 @@ inline vf splat(float x) { return x - vf{}; }
 #else
 #define TESSERA_SWAP(v, w) __builtin_shuffle(v, vi{TESSERA_SWAP_##w})
 #endif
+#if defined(__AVX512F__)
 #define TESSERA_SWAP_8 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7
 #define TESSERA_SWAP_4 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11
 #define TESSERA_SWAP_2 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13
 #define TESSERA_SWAP_1 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14
+#else
+#define TESSERA_SWAP_4 4, 5, 6, 7, 0, 1, 2, 3
+#define TESSERA_SWAP_2 2, 3, 0, 1, 6, 7, 4, 5
+#define TESSERA_SWAP_1 1, 0, 3, 2, 5, 4, 7, 6
+#endif
 
-inline float hsum(vf v) {  // log2(16) vector steps, not a chain of 16 adds
+inline float hsum(vf v) {  // log2(lanes) vector steps, not a chain of scalar adds
+#if defined(__AVX512F__)
     v += TESSERA_SWAP(v, 8);
+#endif
     v += TESSERA_SWAP(v, 4);
     v += TESSERA_SWAP(v, 2);
     v += TESSERA_SWAP(v, 1);
@@ -89,7 +105,9 @@ inline float hsum(vf v) {  // log2(16) vector steps, not a chain of 16 adds
 inline vf vmax(vf a, vf b) { return a > b ? a : b; }
 
 inline float hmax(vf v) {
+#if defined(__AVX512F__)
     v = vmax(v, TESSERA_SWAP(v, 8));
+#endif
     v = vmax(v, TESSERA_SWAP(v, 4));
     v = vmax(v, TESSERA_SWAP(v, 2));
     v = vmax(v, TESSERA_SWAP(v, 1));
@@ -128,7 +146,8 @@ struct Buffers {
     float* base;
     Buffers(int n, int np, int dp) {
         const int nr = (n + kRows - 1) / kRows * kRows;
-        const size_t floats = size_t(dp) * np + size_t(n) * dp + size_t(nr) * dp + size_t(kRows) * np;
+        const size_t score = size_t(kRows) * np > size_t(dp) ? size_t(kRows) * np : size_t(dp);  // also stages a k row
+        const size_t floats = size_t(dp) * np + size_t(n) * dp + size_t(nr) * dp + score;
         base = static_cast<float*>(std::aligned_alloc(sizeof(vf), (floats * sizeof(float) + sizeof(vf) - 1) / sizeof(vf) * sizeof(vf)));
         std::memset(base, 0, floats * sizeof(float));  // the padding stays zero for good
         kt = base;
@@ -237,15 +256,24 @@ constexpr bool kPairs = true;
 constexpr bool kPairs = false;
 #endif
 
+// x / max(|x|, 1e-12) over d floats (F.normalize), for cosine attention.
+inline void normalize(float* x, int d) {
+    float sq = 0.0f;
+    for (int e = 0; e < d; ++e) sq += x[e] * x[e];
+    const float norm = std::sqrt(sq);
+    const float inv = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
+    for (int e = 0; e < d; ++e) x[e] *= inv;
+}
+
 template <typename T>
 void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_windows, T* out, long long ld_out,
-              long long w, int h, int heads, int n, int d, float scale, Buffers& b) {
+              long long w, int h, int heads, int n, int d, float scale, bool cosine, Buffers& b) {
     const int np = (n + kLanes - 1) / kLanes * kLanes, nv = np / kLanes;
     const int dp = (d + kLanes - 1) / kLanes * kLanes, dv = dp / kLanes;
     const long long c = (long long)heads * d;
     const T* rows = qkv + w * n * ld_qkv + (long long)h * d;
     // bf16 scores two channels at a time where the processor can (d even: whole pairs)
-    const bool pairs = kPairs && std::is_same<T, uint16_t>::value && d % 2 == 0;
+    const bool pairs = kPairs && std::is_same<T, uint16_t>::value && d % 2 == 0 && !cosine;
     const int d2 = d / 2;
     uint32_t* kt2 = reinterpret_cast<uint32_t*>(b.kt);
     for (int j = 0; j < n; ++j) {
@@ -260,7 +288,14 @@ void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_window
             }
         } else {
             load_row(r, b.qq + j * dp, d);
-            for (int e = 0; e < d; ++e) b.kt[e * np + j] = load(r + c + e);
+            if (cosine) {  // k goes through the score buffer's first row to be normalised
+                load_row(r + c, b.s, d);
+                normalize(b.qq + j * dp, d);
+                normalize(b.s, d);
+                for (int e = 0; e < d; ++e) b.kt[e * np + j] = b.s[e];
+            } else {
+                for (int e = 0; e < d; ++e) b.kt[e * np + j] = load(r + c + e);
+            }
         }
     }
     const float* bias_h = bias ? bias + ((w % bias_windows) * heads + h) * (long long)n * np : nullptr;
@@ -315,7 +350,7 @@ void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_window
 
 template <typename T>
 void run(const T* qkv, long long ld_qkv, const float* bias, int bias_windows, T* out, long long ld_out,
-         long long windows, int heads, int n, int d, float scale, int threads) {
+         long long windows, int heads, int n, int d, float scale, const float* scales, bool cosine, int threads) {
     const long long tasks = windows * heads;
     const int np = (n + kLanes - 1) / kLanes * kLanes, dp = (d + kLanes - 1) / kLanes * kLanes;
 #pragma omp parallel num_threads(threads)
@@ -323,8 +358,8 @@ void run(const T* qkv, long long ld_qkv, const float* bias, int bias_windows, T*
         Buffers buffers(n, np, dp);
 #pragma omp for schedule(static)
         for (long long t = 0; t < tasks; ++t)
-            one_task(qkv, ld_qkv, bias, bias_windows, out, ld_out, t / heads, int(t % heads), heads, n, d, scale,
-                     buffers);
+            one_task(qkv, ld_qkv, bias, bias_windows, out, ld_out, t / heads, int(t % heads), heads, n, d,
+                     scales ? scales[t % heads] : scale, cosine, buffers);
     }
 }
 
@@ -380,17 +415,19 @@ void layer_norm(const float* x, long long rows, int c, const float* weight, cons
 
 }  // namespace
 
+extern "C" int tessera_lanes() { return kLanes; }
+
 extern "C" int tessera_window_attention(int dtype, const void* qkv, long long ld_qkv, const float* bias,
                                         int bias_windows, void* out, long long ld_out, long long windows, int heads,
-                                        int n, int d, float scale, int threads) {
+                                        int n, int d, float scale, const float* scales, int cosine, int threads) {
     if (n <= 0 || d <= 0 || heads <= 0 || windows < 0 || threads <= 0) return 1;
     if (bias && bias_windows <= 0) return 1;
     if (dtype == 0)
         run(static_cast<const float*>(qkv), ld_qkv, bias, bias_windows, static_cast<float*>(out), ld_out, windows,
-            heads, n, d, scale, threads);
+            heads, n, d, scale, scales, cosine != 0, threads);
     else if (dtype == 1)
         run(static_cast<const uint16_t*>(qkv), ld_qkv, bias, bias_windows, static_cast<uint16_t*>(out), ld_out,
-            windows, heads, n, d, scale, threads);
+            windows, heads, n, d, scale, scales, cosine != 0, threads);
     else
         return 2;
     return 0;

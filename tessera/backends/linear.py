@@ -1,0 +1,163 @@
+"""``linear``: ``residual + act(x @ W^T + b)``, the matrix product of every transformer layer,
+with what follows it (the bias, GELU, the residual add).
+
+Candidates:
+
+* ``reference``: ``F.linear``, then ``F.gelu``, then ``+ residual``.
+* ``onednn``: oneDNN's ``mkldnn._linear_pointwise``, which applies the bias, GELU and the
+  residual add inside the matrix product (saving passes over the output), with its own GEMM,
+  which is much faster than the BLAS one on some processors and slower on others (hence the
+  measurement). In inference also under bf16 autocast (the op is not on autocast's lists, so
+  the cast is done here, with the weights' bf16 copies kept in the backends' cache); in
+  training in fp32, where an autograd function runs the forward and the input gradient on
+  oneDNN and the weight gradient with BLAS (which reads the transposed operands without a
+  copy). Under ``torch.compile`` (inference) the calls are opaque custom ops that inductor
+  calls as they are and fuses the rest of the graph around.
+
+A processor whose oneDNN has no bf16 kernels raises when asked for one: the probe records it
+and the reference is used.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import capability, native
+from .cache import cached_cast
+from .dispatch import Op, bucket
+
+_OP = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+_ACTIVATIONS = {None: ("none", ""), "gelu": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh")}
+
+
+def _reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None = None,
+               residual: torch.Tensor | None = None) -> torch.Tensor:
+    y = _activate(F.linear(x, weight, bias), activation)
+    return y if residual is None else residual + y
+
+
+def _key(x, weight, bias=None, activation=None, residual=None) -> tuple:
+    rows = x.numel() // max(1, x.shape[-1])
+    return (bucket(rows), weight.shape[1], weight.shape[0], activation or "", residual is not None,
+            "" if residual is None else str(residual.dtype).removeprefix("torch."))
+
+
+linear = Op("linear", _reference, _key)
+linear.__doc__ = """``residual + act(F.linear(x, weight, bias))`` (``activation``: ``None``,
+``"gelu"`` (exact) or ``"gelu_tanh"``; ``residual`` optional, the shape of the output).
+Shape: ``(..., K) -> (..., N)``."""
+
+
+# ---------------------------------------------------------------------------------------
+# oneDNN
+# ---------------------------------------------------------------------------------------
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        return torch.get_autocast_dtype("cpu")
+    return x.dtype
+
+
+def _onednn_reason(x, weight, bias=None, activation=None, residual=None) -> str | None:
+    if not capability.host().onednn or _OP is None:
+        return "this PyTorch build has no oneDNN fused linear"
+    if x.device.type != "cpu":
+        return f"runs on the CPU, not {x.device.type}"
+    dtype = _compute_dtype(x)
+    if dtype not in (torch.float32, torch.bfloat16):
+        return f"takes fp32 or bf16, not {dtype}"
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias, residual)):
+        if dtype != torch.float32 or weight.dtype != torch.float32:
+            return "trains in fp32 only"
+        if torch.compiler.is_compiling():
+            return "compiled training uses the plain expressions (inductor derives the backward)"
+    elif not x.is_contiguous() or (residual is not None and not residual.is_contiguous()):
+        return "takes contiguous inputs"
+    return None
+
+
+# Opaque to torch.compile: inductor cannot lower a direct call of oneDNN's fused linear.
+@torch.library.custom_op("tessera::onednn_linear", mutates_args=())
+def _compiled_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, attr: str,
+                     algorithm: str) -> torch.Tensor:
+    return _OP(x, weight, bias, attr, [], algorithm)
+
+
+@_compiled_linear.register_fake
+def _(x, weight, bias, attr, algorithm):
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+@torch.library.custom_op("tessera::onednn_linear_add", mutates_args=())
+def _compiled_linear_add(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                         residual: torch.Tensor) -> torch.Tensor:
+    return _OP.binary(x, residual, weight, bias, "add")
+
+
+@_compiled_linear_add.register_fake
+def _(x, weight, bias, residual):
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+class _TrainLinear(torch.autograd.Function):
+    """``F.linear`` (and optionally ``+ residual``) with the forward and the input gradient on
+    oneDNN. ``x`` is 2-D and contiguous."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, residual):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias, ctx.has_residual = bias is not None, residual is not None
+        if residual is not None:
+            return _OP.binary(x, residual, weight, bias, "add")
+        return _OP(x, weight, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _OP(grad, weight.t().contiguous(), None, "none", [], "")
+        if ctx.needs_input_grad[1]:
+            grad_w = grad.t() @ x
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum(0)
+        return grad_x, grad_w, grad_b, grad if ctx.has_residual and ctx.needs_input_grad[3] else None
+
+
+@linear.candidate("onednn", _onednn_reason, traceable=True)
+def _onednn(x, weight, bias=None, activation=None, residual=None):
+    attr, algorithm = _ACTIVATIONS[activation]
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias, residual)):
+        shape = x.shape[:-1]
+        x2 = x.reshape(-1, x.shape[-1]).contiguous()
+        if activation is not None:  # the activation's backward is PyTorch's
+            y = _TrainLinear.apply(x2, weight, bias, None).view(*shape, weight.shape[0])
+            y = _activate(y, activation)
+            return y if residual is None else residual + y
+        r2 = residual.reshape(-1, residual.shape[-1]).contiguous() if residual is not None else None
+        return _TrainLinear.apply(x2, weight, bias, r2).view(*shape, weight.shape[0])
+    dtype = _compute_dtype(x)
+    xc, w = x.to(dtype), cached_cast(weight, dtype)
+    b = cached_cast(bias, dtype) if bias is not None else None
+    compiling = torch.compiler.is_compiling()
+    if residual is not None and residual.dtype == dtype and activation is None:
+        return _compiled_linear_add(xc, w, b, residual) if compiling else _OP.binary(xc, residual, w, b, "add")
+    y = _compiled_linear(xc, w, b, attr, algorithm) if compiling else _OP(xc, w, b, attr, [], algorithm)
+    if residual is None:
+        return y
+    if residual.dtype == torch.float32 and y.dtype == torch.bfloat16 and not compiling and native.takes(residual) is None:
+        return native.add_bf16(residual, y)  # the fp32 stream under autocast: one pass, no cast
+    return residual + y
+
+
+def _activate(y: torch.Tensor, activation: str | None) -> torch.Tensor:
+    if activation == "gelu":
+        return F.gelu(y)
+    if activation == "gelu_tanh":
+        return F.gelu(y, approximate="tanh")
+    if activation is not None:
+        raise ValueError(f"unknown activation {activation!r}; expected None, 'gelu' or 'gelu_tanh'")
+    return y

@@ -1,0 +1,52 @@
+"""``layer_norm_for_matmul``: a LayerNorm whose output feeds only matrix products.
+
+Under CPU bf16 autocast the products cast their input to bf16; when the residual stream is
+kept in fp32 (as the Swin models keep it), the norm would write fp32 and the product read it
+and cast it in a second pass.
+
+* ``reference``: ``F.layer_norm`` (fp32 in, fp32 out);
+* ``native``: one pass that reads the fp32 stream and writes bf16, what the product reads.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import native
+from .dispatch import Op, bucket
+
+
+def _reference(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    return norm(x)
+
+
+def _key(x: torch.Tensor, norm: nn.LayerNorm) -> tuple:
+    return (x.shape[-1], bucket(x.numel() // x.shape[-1]))
+
+
+layer_norm_for_matmul = Op("layer_norm_for_matmul", _reference, _key)
+layer_norm_for_matmul.__doc__ = """``norm(x)`` for a ``LayerNorm`` whose output only feeds matrix products
+(which may then receive it in their autocast precision). Shape: ``(..., C) -> (..., C)``."""
+
+
+def _native_reason(x: torch.Tensor, norm: nn.LayerNorm) -> str | None:
+    if not (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16):
+        return "only under CPU bf16 autocast"
+    if x.dtype != torch.float32 or not x.is_contiguous():
+        return "reads a contiguous fp32 stream"
+    if type(norm) is not nn.LayerNorm or len(norm.normalized_shape) != 1:
+        return "a LayerNorm over the last axis"
+    if norm.weight is not None and (norm.weight.dtype != torch.float32 or
+                                    (torch.is_grad_enabled() and norm.weight.requires_grad)):
+        return "inference only, fp32 weights"
+    return native.takes(x)
+
+
+@layer_norm_for_matmul.candidate("native", _native_reason)
+def _native(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    return native.layer_norm(x, norm.weight, norm.bias, norm.eps, torch.bfloat16)
+
+
+__all__ = ["layer_norm_for_matmul"]

@@ -1,0 +1,149 @@
+"""``swin_blocks``: the blocks of one Swin stage, ``(B, *grid, C) -> (B, *grid, C)``.
+
+* ``reference``: each block's own ``forward``, the official code (pad, roll, partition,
+  attend, reverse, roll back, crop, residual adds, MLP).
+* ``window_order``: the same function computed the fast way, on grids that need no padding:
+
+  - the tokens stay in *window order* through the stage: one precomputed gather hands them
+    from one block's windows to the next one's instead of roll + partition + reverse + roll
+    (norms and MLPs act per token, so they do not care about the order), and one gather
+    returns them to the grid at the end;
+  - each block's matrix products go through :func:`tessera.backends.linear`, with GELU in the
+    first MLP layer and, when no stochastic depth or dropout is active, the residual adds in
+    the output projections;
+  - the norms through :func:`tessera.backends.layer_norm_for_matmul`, the attention through
+    :func:`tessera.backends.window_attention`.
+
+  It takes pre-norm blocks of the Swin V1 layout (``norm1``, ``attn`` with ``qkv`` and
+  ``proj``, ``norm2``, ``mlp`` with ``fc1``, GELU and ``fc2``); anything else runs the
+  reference.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .attention import window_attention
+from .dispatch import Op, bucket
+from .linear import linear
+from .norm import layer_norm_for_matmul
+
+
+def _checkpointed(fn, *args, enabled: bool):
+    if enabled and torch.is_grad_enabled():
+        return checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)
+
+
+def _reference(stage: nn.Module, x: torch.Tensor, plan) -> torch.Tensor:
+    for blk in stage.blocks:
+        x = _checkpointed(blk, x, plan, enabled=stage.grad_checkpointing)
+    return x
+
+
+def _key(stage: nn.Module, x: torch.Tensor, plan) -> tuple:
+    first = stage.blocks[0]
+    return (type(first).__name__, x.shape[-1], first.attn.num_heads, len(stage.blocks), plan.grid, plan.window,
+            plan.shift, bucket(x.shape[0]), stage.training)
+
+
+swin_blocks = Op("swin_blocks", _reference, _key)
+swin_blocks.__doc__ = """The blocks of a Swin stage on ``x`` ``(B, *grid, C)`` with the stage's
+:class:`~tessera.layers.windows.WindowPlan` for that grid."""
+
+
+# ---------------------------------------------------------------------------------------
+# Tokens in window order
+# ---------------------------------------------------------------------------------------
+
+
+class _PermuteTokens(torch.autograd.Function):
+    """``x.index_select(1, order)`` for a permutation ``order``, whose gradient is the gather
+    by the inverse permutation (``index_select``'s own backward is a slower scatter-add)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        return x.index_select(1, order)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(1, inverse), None, None
+
+
+def reorder(plan, tokens: torch.Tensor, source: str, target: str) -> torch.Tensor:
+    """Move the tokens ``(B, L, C)`` of ``plan``'s grid from one order to another: ``raster``
+    (the grid's own), ``regular`` or ``shifted`` window order."""
+    if source == target:
+        return tokens
+    order, inverse = plan.orders[(source, target)], plan.orders[(target, source)]
+    if torch.is_grad_enabled() and tokens.requires_grad and not torch.compiler.is_compiling():
+        return _PermuteTokens.apply(tokens, order, inverse)
+    return tokens.index_select(1, order)
+
+
+def _pre_norm_v1(blk: nn.Module) -> str | None:
+    """Why ``blk`` is not a block this candidate computes, or ``None``."""
+    needed = ("norm1", "attn", "norm2", "mlp", "drop_path")
+    if not all(hasattr(blk, n) for n in needed) or getattr(blk, "post_norm", False):
+        return f"{type(blk).__name__} is not a pre-norm Swin block"
+    if not (hasattr(blk.attn, "qkv") and hasattr(blk.attn, "proj") and hasattr(blk.attn, "window_bias")):
+        return f"{type(blk.attn).__name__} is not a window attention with qkv and proj"
+    mlp = blk.mlp
+    if not (hasattr(mlp, "fc1") and hasattr(mlp, "fc2") and isinstance(getattr(mlp, "act", None), nn.GELU)):
+        return "the MLP is not fc1, GELU, fc2"
+    return None
+
+
+def _window_order_reason(stage: nn.Module, x: torch.Tensor, plan) -> str | None:
+    if plan.needs_pad:
+        return "the grid needs padding (pad tokens would go through the MLP)"
+    for blk in stage.blocks:
+        reason = _pre_norm_v1(blk)
+        if reason:
+            return reason
+    return None
+
+
+def _stochastic(blk: nn.Module) -> bool:
+    """Whether stochastic depth or dropout is active (then the residual adds stay apart)."""
+    if not blk.training:
+        return False
+    return (getattr(blk.drop_path, "drop_prob", 0.0) > 0 or blk.attn.proj_drop.p > 0
+            or blk.mlp.drop1.p > 0 or blk.mlp.drop2.p > 0)
+
+
+def _block(blk: nn.Module, x: torch.Tensor, plan, shifted: bool) -> torch.Tensor:
+    """One pre-norm block on tokens ``(B, L, C)`` already in its window order."""
+    attn, mlp, n = blk.attn, blk.mlp, plan.tokens_per_window
+    stochastic = _stochastic(blk)
+    h = layer_norm_for_matmul(x, blk.norm1)
+    qkv = linear(h, attn.qkv.weight, attn.qkv.bias)
+    y = window_attention(qkv.view(-1, n, qkv.shape[-1]), attn.window_bias(plan.window, plan.mask if shifted else None),
+                         attn.num_heads, attn.scale, attn.dropout_p())
+    y = y.view(x.shape[0], -1, y.shape[-1])
+    if stochastic:
+        x = x + blk.drop_path(attn.proj_drop(linear(y, attn.proj.weight, attn.proj.bias)))
+    else:
+        x = linear(y, attn.proj.weight, attn.proj.bias, residual=x)
+    h = layer_norm_for_matmul(x, blk.norm2)
+    activation = "gelu" if mlp.act.approximate == "none" else "gelu_tanh"
+    h = linear(h, mlp.fc1.weight, mlp.fc1.bias, activation=activation)
+    if stochastic:
+        return x + blk.drop_path(mlp.drop2(linear(mlp.drop1(h), mlp.fc2.weight, mlp.fc2.bias)))
+    return linear(h, mlp.fc2.weight, mlp.fc2.bias, residual=x)
+
+
+@swin_blocks.candidate("window_order", _window_order_reason, traceable=True)
+def _window_order(stage: nn.Module, x: torch.Tensor, plan) -> torch.Tensor:
+    b, c = x.shape[0], x.shape[-1]
+    tokens, current = x.reshape(b, -1, c), "raster"
+    for blk in stage.blocks:
+        shifted = blk.is_shifted(plan)
+        wanted = "shifted" if shifted else "regular"
+        tokens, current = reorder(plan, tokens, current, wanted), wanted
+        tokens = _checkpointed(_block, blk, tokens, plan, shifted, enabled=stage.grad_checkpointing)
+    return reorder(plan, tokens, current, "raster").view(b, *plan.grid, c)
