@@ -250,15 +250,8 @@ def backend_notes(device: torch.device) -> list[str]:
     lib = "built" if native.library() is not None else f"unavailable ({native.unavailable_reason()})"
     notes = [f"backend setting {backends.current()}; CPU tier {caps.tier}; native bf16 "
              f"{'yes' if bf16 else 'no'} ({why}); native kernels {lib}"]
-    per_op: dict[str, dict[str, int]] = {}
-    for row in backends.choices():
-        if row["setting"] == str(backends.current()):
-            counts = per_op.setdefault(row["op"], {})
-            counts[row["choice"]] = counts.get(row["choice"], 0) + 1
-    if per_op:
-        notes.append("chosen: " + "; ".join(f"{op} " + ", ".join(f"{n} x{c}" for n, c in counts.items())
-                                             for op, counts in per_op.items()))
-    return notes
+    rows = [r for r in backends.choices() if r["setting"] == str(backends.current())]
+    return notes + ["chosen (op, call, choice, candidates):"] + backends.format_choices(rows, indent="    ")
 
 
 def format_result(r: BenchResult) -> str:

@@ -39,7 +39,7 @@ import torch
 from . import capability
 from .attention import WindowBias, attention, window_attention
 from .cache import CACHE, cached_cast
-from .dispatch import Setting, choices, current, ops, use
+from .dispatch import Setting, choices, current, format_choices, ops, use
 from .linear import linear
 from .norm import layer_norm_for_matmul
 from .swin import swin_blocks
@@ -47,7 +47,7 @@ from .swin import swin_blocks
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "use", "current", "Setting", "choices", "ops", "clear_caches", "capability", "precision_policy",
+    "use", "current", "Setting", "choices", "format_choices", "ops", "clear_caches", "capability", "precision_policy",
     "linear", "attention", "window_attention", "WindowBias", "layer_norm_for_matmul", "swin_blocks",
     "cached_cast", "CACHE",
 ]

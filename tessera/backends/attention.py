@@ -52,8 +52,9 @@ def _attention_reference(q, k, v, bias=None, scale: float | None = None, dropout
 
 
 def _attention_key(q, k, v, bias=None, scale=None, dropout_p=0.0) -> tuple:
-    return (bucket(q.shape[-2]), bucket(k.shape[-2]), q.shape[-1], bucket(q.numel() // (q.shape[-2] * q.shape[-1])),
-            bias is not None, dropout_p > 0)
+    problems = q.numel() // (q.shape[-2] * q.shape[-1])
+    return (f"Nq<={bucket(q.shape[-2])}", f"Nk<={bucket(k.shape[-2])}", f"d={q.shape[-1]}",
+            f"problems<={bucket(problems)}", "bias" if bias is not None else "", "dropout" if dropout_p > 0 else "")
 
 
 attention = Op("attention", _attention_reference, _attention_key)
@@ -146,7 +147,9 @@ def _window_reference(qkv, bias: WindowBias, heads: int, scale, dropout_p: float
 
 def _window_key(qkv, bias: WindowBias, heads, scale, dropout_p=0.0, cosine=False) -> tuple:
     b_, n, c3 = qkv.shape
-    return (n, heads, c3 // (3 * heads), bucket(b_), bias.mask is not None, cosine, dropout_p > 0, bias.learns())
+    return (f"N={n}", f"heads={heads}", f"d={c3 // (3 * heads)}", f"windows<={bucket(b_)}",
+            "masked" if bias.mask is not None else "", "cosine" if cosine else "", "dropout" if dropout_p > 0 else "",
+            "bias learns" if bias.learns() else "")
 
 
 window_attention = Op("window_attention", _window_reference, _window_key)

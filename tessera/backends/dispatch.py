@@ -155,7 +155,7 @@ class Choice:
 
     name: str
     fn: Callable[..., Any]
-    how: str  # "measured", "from disk", "forced", "reference", "traced"
+    how: str  # "measured", "from disk", "forced", "the only one", "traced", "fallback"
     results: dict[str, float | str] = field(default_factory=dict)
 
 
@@ -240,7 +240,7 @@ class Op:
                 return Choice(forced.name, forced.fn, "forced", results)
             return Choice(REFERENCE, self.reference, "forced", results)
         if not runnable:
-            return Choice(REFERENCE, self.reference, "reference", results)
+            return Choice(REFERENCE, self.reference, "the only one", results)
         if traced == "compile":
             return Choice(runnable[0].name, runnable[0].fn, "traced", results)
         remembered = DISK.get(self.name, key, setting)
@@ -254,7 +254,7 @@ class Op:
         if _quiet():  # a choice measured while other work competed for the CPU is not kept
             DISK.put(self.name, key, setting, choice)
         else:
-            choice.how = "measured (busy machine: not kept on disk)"
+            choice.how = "measured on a busy machine, not kept"
         return choice
 
     def _measure(self, runnable: list[Candidate], results: dict, args: tuple, kwargs: dict) -> Choice:
@@ -282,7 +282,7 @@ class Op:
                 working.append(cand)
             times = _time(working, args, kwargs, grad)
         for name, seconds in times.items():
-            results[name] = round(seconds * 1e3, 4)
+            results[name] = float(f"{seconds * 1e3:.4g}")
         winner = min(working, key=lambda c: times[c.name])
         return Choice(winner.name, winner.fn, "measured", results)
 
@@ -538,6 +538,22 @@ def choices() -> list[dict[str, Any]]:
             rows.append({"op": op.name, "key": key, "setting": str(setting), "choice": choice.name,
                          "how": choice.how, "results": dict(choice.results)})
     return rows
+
+
+def format_choices(rows: list[dict[str, Any]] | None = None, indent: str = "  ") -> list[str]:
+    """The choices as a table: op, kind of call, choice (and how it was made), and each
+    candidate's time in ms or the reason it was not used."""
+    rows = choices() if rows is None else rows
+    table = [("op", "call", "choice", "candidates (ms, or why not)")]
+    for c in rows:
+        parts = [f"{name} {value:.3g}" if isinstance(value, (int, float)) else f"{name}: {value}"
+                 for name, value in c["results"].items()]
+        device, dtype, autocast, grad, _ = (str(k) for k in c["key"][0])
+        call = [dtype if device == "cpu" else f"{device} {dtype}", f"autocast {autocast}" if autocast else "",
+                "grad" if grad == "grad" else "", *(str(k) for k in c["key"][1:])]
+        table.append((c["op"], " ".join(p for p in call if p), f"{c['choice']} ({c['how']})", "; ".join(parts)))
+    widths = [max(len(r[i]) for r in table) for i in range(3)]
+    return [indent + "  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in table]
 
 
 def ops() -> dict[str, Op]:

@@ -39,8 +39,8 @@ def _reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
 
 def _key(x, weight, bias=None, activation=None, residual=None) -> tuple:
     rows = x.numel() // max(1, x.shape[-1])
-    return (bucket(rows), weight.shape[1], weight.shape[0], activation or "", residual is not None,
-            "" if residual is None else str(residual.dtype).removeprefix("torch."))
+    residual_kind = "" if residual is None else "+residual " + str(residual.dtype).removeprefix("torch.")
+    return (f"rows<={bucket(rows)}", f"{weight.shape[1]}->{weight.shape[0]}", activation or "", residual_kind)
 
 
 linear = Op("linear", _reference, _key)

@@ -22,7 +22,7 @@ def _reference(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
 
 
 def _key(x: torch.Tensor, norm: nn.LayerNorm) -> tuple:
-    return (x.shape[-1], bucket(x.numel() // x.shape[-1]))
+    return (f"C={x.shape[-1]}", f"rows<={bucket(x.numel() // x.shape[-1])}")
 
 
 layer_norm_for_matmul = Op("layer_norm_for_matmul", _reference, _key)

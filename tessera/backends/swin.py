@@ -45,8 +45,10 @@ def _reference(stage: nn.Module, x: torch.Tensor, plan) -> torch.Tensor:
 
 def _key(stage: nn.Module, x: torch.Tensor, plan) -> tuple:
     first = stage.blocks[0]
-    return (type(first).__name__, x.shape[-1], first.attn.num_heads, len(stage.blocks), plan.grid, plan.window,
-            plan.shift, bucket(x.shape[0]), stage.training)
+    return (type(first).__name__, f"C={x.shape[-1]}", f"heads={first.attn.num_heads}", f"depth={len(stage.blocks)}",
+            "grid=" + "x".join(map(str, plan.grid)), "window=" + "x".join(map(str, plan.window)),
+            "shift=" + "x".join(map(str, plan.shift)), f"batch<={bucket(x.shape[0])}",
+            "train" if stage.training else "eval")
 
 
 swin_blocks = Op("swin_blocks", _reference, _key)

@@ -62,13 +62,15 @@ def run(args: argparse.Namespace) -> int:
         "cache": backends.CACHE.stats(),
         "workload": {"model": args.model, "input": list(x.shape), "dtype": args.dtype,
                      "mode": "train" if args.train else "inference"},
-        "choices": [dict(r, key=[str(k) for k in r["key"][1:]]) for r in backends.choices()],
+        "choices": [dict(r, key=[list(r["key"][0]), *r["key"][1:]]) for r in backends.choices()],
     }
     print(json.dumps(info, indent=1) if args.json else format_info(info))
     return 0
 
 
 def format_info(info: dict) -> str:
+    from ..backends import format_choices
+
     yes = {True: "yes", False: "no"}
     limited = f" (limited by {info['limited_by']})" if info["limited_by"] else ""
     lines = [
@@ -82,12 +84,5 @@ def format_info(info: dict) -> str:
         f"measured on {info['workload']['model']} {tuple(info['workload']['input'])}, {info['workload']['dtype']} "
         f"{info['workload']['mode']}:",
     ]
-    rows = [("op", "call", "choice", "candidates (ms, or why not)")]
-    for c in info["choices"]:
-        parts = [f"{name} {value:.3g}" if isinstance(value, (int, float)) else f"{name}: {value}"
-                 for name, value in c["results"].items()]
-        rows.append((c["op"], ", ".join(c["key"]), f"{c['choice']} ({c['how']})", "; ".join(parts)))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    for r in rows:
-        lines.append("  " + "  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3])
+    lines += format_choices(info["choices"])
     return "\n".join(lines)
