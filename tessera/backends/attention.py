@@ -188,8 +188,7 @@ def _window_sdpa(qkv, bias: WindowBias, heads, scale, dropout_p=0.0, cosine=Fals
         q = F.normalize(q, dim=-1) * scale if cosine else q * scale
         k = F.normalize(k, dim=-1) if cosine else k
         sdpa_scale = 1.0
-    dense = bias.cached(str(q.dtype), lambda d: d.to(q.dtype)) if not torch.compiler.is_compiling() \
-        else bias.dense().to(q.dtype)
+    dense = bias.cached(str(q.dtype), lambda d: d.to(q.dtype))
     if bias.mask is None or dense.shape[0] == 1:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=dense, dropout_p=dropout_p, scale=sdpa_scale)
         return _merge(out)
@@ -206,7 +205,7 @@ def _window_matmul(qkv, bias: WindowBias, heads, scale, dropout_p=0.0, cosine=Fa
     b_, n, _ = qkv.shape
     q, k, v = _split(qkv, heads)
     attn = _scores(q, k, scale, cosine)
-    dense = bias.dense() if bias.learns() or torch.compiler.is_compiling() else bias.cached("fp32", lambda d: d)
+    dense = bias.dense() if bias.learns() else bias.cached("fp32", lambda d: d)
     attn = (attn.view(-1, dense.shape[0], heads, n, n) + dense).view_as(attn)
     attn = attn.softmax(dim=-1)
     if dropout_p > 0.0:
