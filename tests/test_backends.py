@@ -302,13 +302,10 @@ print(json.dumps({"choice": row["choice"], "how": row["how"]}))
     first = _run(code, env, tmp_path)
     assert first.returncode == 0, first.stderr
     made = json.loads(first.stdout.splitlines()[-1])
-    files = list((tmp_path / "cache").glob("choices-*.json"))
-    if made["how"] == "measured":  # kept (the machine was quiet enough)
-        assert len(files) == 1
-        second = json.loads(_run(code, env, tmp_path).stdout.splitlines()[-1])
-        assert second == {"choice": made["choice"], "how": "from disk"}
-    else:
-        assert "busy machine" in made["how"] and not files  # measured while the machine was busy
+    assert made["how"].startswith("measured")
+    assert len(list((tmp_path / "cache").glob("choices-*.json"))) == 1
+    second = json.loads(_run(code, env, tmp_path).stdout.splitlines()[-1])
+    assert second["choice"] == made["choice"] and second["how"].startswith("from disk")
 
 
 def test_setting_parsing_and_the_environment_variable(tmp_path):

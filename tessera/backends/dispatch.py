@@ -13,7 +13,9 @@ is tried on that very call:
 
 The choice is remembered for the process and, on disk (beside the native kernels, in
 ``choices-<host>.json``), for every later process on the same processor, torch version and
-tessera source; so a run that resumes makes the same choices as the run it continues.
+tessera source; so a run that resumes makes the same choices as the run it continues. A
+choice measured while other work competed for the processor says so (``tessera info``);
+:func:`forget` with ``disk=True`` (``tessera info --remeasure``) measures everything anew.
 Probing forks the random number generator, so it never changes what a training run draws.
 
 What runs is set by :func:`use`: ``"auto"`` (measure, the default), ``"reference"`` (every op
@@ -249,12 +251,12 @@ class Op:
             if hit is not None or remembered["choice"] == REFERENCE:
                 results.update(remembered.get("results", {}))
                 fn = hit.fn if hit is not None else self.reference
-                return Choice(remembered["choice"], fn, "from disk", results)
+                how = "from disk" + (" (measured on a busy machine)" if "busy" in remembered.get("how", "") else "")
+                return Choice(remembered["choice"], fn, how, results)
         choice = self._measure(runnable, results, args, kwargs)
-        if _quiet():  # a choice measured while other work competed for the CPU is not kept
-            DISK.put(self.name, key, setting, choice)
-        else:
-            choice.how = "measured on a busy machine, not kept"
+        if not _quiet():  # kept all the same: a run that resumes must make the same choices
+            choice.how = "measured on a busy machine"
+        DISK.put(self.name, key, setting, choice)
         return choice
 
     def _measure(self, runnable: list[Candidate], results: dict, args: tuple, kwargs: dict) -> Choice:
@@ -499,7 +501,7 @@ class _DiskChoices:
 
         with self._lock:
             data = self._load()
-            data[self._entry(op, key, setting)] = {"choice": choice.name, "results": choice.results}
+            data[self._entry(op, key, setting)] = {"choice": choice.name, "results": choice.results, "how": choice.how}
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if path.exists():  # another process may have added choices meanwhile
@@ -513,8 +515,10 @@ class _DiskChoices:
             except OSError as exc:  # a read-only cache: choices stay in this process
                 logger.debug("cannot keep backend choices in %s: %s", path, exc)
 
-    def forget(self) -> None:
+    def forget(self, delete: bool = False) -> None:
         with self._lock:
+            if delete and self._file() is not None:
+                self._file().unlink(missing_ok=True)
             self._data = None
             self._path = None
 
@@ -522,11 +526,12 @@ class _DiskChoices:
 DISK = _DiskChoices()
 
 
-def forget() -> None:
-    """Forget every choice made in this process (after the capabilities changed)."""
+def forget(disk: bool = False) -> None:
+    """Forget every choice made in this process (after the capabilities changed); with
+    ``disk``, also those kept for this host, so that every op is measured anew."""
     for op in _OPS.values():
         op.choices.clear()
-    DISK.forget()
+    DISK.forget(delete=disk)
 
 
 def choices() -> list[dict[str, Any]]:

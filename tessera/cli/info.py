@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="fp32, or bf16 autocast")
     p.add_argument("--train", action="store_true", help="measure a training step (forward and backward)")
     p.add_argument("--backend", help="a backend setting to use (default: TESSERA_BACKEND, or auto)")
+    p.add_argument("--remeasure", action="store_true",
+                   help="forget the choices kept for this machine and measure every op anew (on a quiet machine)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -37,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.backend:
         backends.use(args.backend)
+    if args.remeasure:
+        backends.dispatch.forget(disk=True)
     caps = capability.host()
     bf16, bf16_why = capability.native_bf16()
     lib = native.library()
