@@ -356,8 +356,12 @@ class _SwinBase(TesseraModel):
     def adapt_checkpoint(self, state_dict: dict[str, torch.Tensor], report) -> dict[str, torch.Tensor]:
         """Image weights loaded into a video model are inflated first (the official
         ``inflate_weights``); then tables and embeddings are resized as for every model."""
+        from ..errors import CheckpointError
         from ..weights.adapt import inflate_image_to_video
 
+        if any(".cpb_mlp." in k for k in state_dict):
+            raise CheckpointError("a Swin V2 checkpoint (cpb_mlp) cannot be loaded into Swin V1; "
+                                  "use a swinv2_* model")
         return super().adapt_checkpoint(inflate_image_to_video(self, state_dict, report), report)
 
     def no_weight_decay(self) -> set[str]:
