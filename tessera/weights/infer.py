@@ -84,22 +84,34 @@ def _normalise(key: str, value: Any, ndim: int, stages: int = 4) -> Any:
     return value
 
 
+_REGISTERED: dict[str, tuple[type, dict[str, Any]]] = {}
+
+
+def registered_args(name: str) -> tuple[type, dict[str, Any]]:
+    """The class and every constructor argument of the registered model ``name`` (built once
+    on the ``meta`` device: only the arguments are wanted, nothing is allocated)."""
+    from ..registry import model_entrypoint
+
+    if name not in _REGISTERED:
+        with torch.device("meta"):
+            model = model_entrypoint(name)()
+        _REGISTERED[name] = (type(model), getattr(model, "model_args", {}))
+    kind, args = _REGISTERED[name]
+    return kind, dict(args)
+
+
 def match_registered(cls: type, args: Mapping[str, Any], ndim: int) -> tuple[str | None, dict[str, Any]]:
     """The registered model of class ``cls`` whose structural arguments equal ``args``
     (preferring one with the same class count) and its full arguments; ``(None, {})`` when
     none does."""
-    from ..registry import list_models, model_entrypoint
+    from ..registry import list_models
 
     stages = len(args.get("depths", ())) or 4
     wanted = {k: _normalise(k, args.get(k), ndim, stages) for k in STRUCTURE if k in args}
     best: tuple[bool, str, dict[str, Any]] | None = None
     for name in list_models():
-        with torch.device("meta"):  # only the arguments are wanted: allocate nothing
-            candidate = model_entrypoint(name)()
-        defaults = getattr(candidate, "model_args", {})
-        if type(candidate) is not cls or any(
-            _normalise(k, defaults.get(k), ndim, stages) != v for k, v in wanted.items()
-        ):
+        kind, defaults = registered_args(name)
+        if kind is not cls or any(_normalise(k, defaults.get(k), ndim, stages) != v for k, v in wanted.items()):
             continue
         same_head = defaults.get("num_classes") == args.get("num_classes")
         if best is None or (same_head and not best[0]):
@@ -253,9 +265,6 @@ def _infer_swin_v2(sd: Mapping[str, torch.Tensor], hf_config: Mapping[str, Any] 
 def _same_structure(name: str, args: Mapping[str, Any]) -> bool:
     """Whether the registered ``name`` has the shapes ``args`` read from weights (window,
     size and pretrained windows aside: weights do not show them)."""
-    from ..registry import model_entrypoint
-
-    with torch.device("meta"):
-        defaults = getattr(model_entrypoint(name)(), "model_args", {})
+    defaults = registered_args(name)[1]
     return all(_normalise(k, defaults.get(k), 2) == _normalise(k, v, 2) for k, v in args.items()
                if k in STRUCTURE)
