@@ -455,3 +455,26 @@ def test_exported_program_matches(tmp_path):
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(program.module()(x), model(x), atol=1e-5, rtol=0)
+
+
+def test_recipes_are_the_official_ones():
+    from tessera.train.recipe import load_recipe
+
+    data = ["data.root=/train", "data.val_root=/val"]
+    t = load_recipe("swinv2_t_in1k", data)
+    v1 = load_recipe("swin_t_in1k", data)
+    assert (t.model.name, t.data.img_size, t.data.crop_pct) == ("swinv2_t", 256, 0.875)
+    assert t.optim == v1.optim and t.schedule == v1.schedule and t.augment == v1.augment
+    rates = {n: load_recipe(f"swinv2_{n}_in1k", data).model.args["drop_path_rate"] for n in "tsb"}
+    assert rates == {"t": 0.2, "s": 0.3, "b": 0.5}
+    pre = load_recipe("swinv2_b_in22k", data)
+    assert (pre.model.name, pre.data.img_size, pre.data.batch_size) == ("swinv2_b_192_22k", 192, 4096)
+    assert (pre.optim.lr, pre.optim.weight_decay) == (1.25e-4, 0.1)
+    assert (pre.schedule.epochs, pre.schedule.warmup_epochs) == (90, 5)
+    for size, name, crop in [(256, "swinv2_b_w12to16_256", 0.875), (384, "swinv2_b_w12to24_384", 1.0)]:
+        ft = load_recipe(f"swinv2_b_22kto1k_{size}", data + ["model.pretrained=w12.pth"])
+        assert (ft.model.name, ft.data.img_size, ft.data.crop_pct, ft.model.args["drop_path_rate"]) == (
+            name, size, crop, 0.2)
+        assert (ft.optim.lr, ft.optim.weight_decay) == (2e-5, 1e-8)
+        assert (ft.schedule.epochs, ft.schedule.warmup_epochs) == (30, 5)
+        assert (ft.schedule.warmup_lr, ft.schedule.min_lr) == (2e-8, 2e-7)

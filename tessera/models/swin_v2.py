@@ -51,7 +51,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..layers.drop import DropPath
-from ..layers.helpers import prod, to_ntuple
+from ..layers.helpers import to_ntuple
 from ..layers.mlp import Mlp
 from ..layers.windows import (
     WindowPlan,
