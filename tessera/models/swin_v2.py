@@ -392,6 +392,7 @@ class SwinTransformerV2(_SwinBase):
         if any(k.endswith("relative_position_bias_table") for k in state_dict):
             raise CheckpointError("a Swin V1 checkpoint (relative_position_bias_table) cannot be loaded into "
                                   "Swin V2, whose position bias is an MLP (cpb_mlp)")
+        had_tables = any(k.endswith("relative_coords_table") for k in state_dict)
         changed: dict[tuple, int] = {}
         for key in [k for k in state_dict if k.endswith(("relative_coords_table", "relative_position_index"))]:
             theirs = state_dict.pop(key)
@@ -414,7 +415,7 @@ class SwinTransformerV2(_SwinBase):
                 f"({norm}); the checkpoint's were made for window {_fmt(old)}"
                 + (" with another normalisation" if old == window else "")
                 + "; the cpb MLPs are loaded unchanged")
-        if not changed and not any(k.endswith("relative_coords_table") for k in state_dict):
+        if not had_tables:
             stretched = {(tuple(layer.window_size), p) for layer, p in zip(self.layers, self.pretrained_window_sizes)
                          if p and (p,) * 2 != tuple(layer.window_size)}
             if stretched:
