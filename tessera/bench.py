@@ -293,9 +293,18 @@ TIMM_NAMES = {
     "deit_s_distilled": "deit_small_distilled_patch16_224", "deit_b_distilled": "deit_base_distilled_patch16_224",
     "cait_xxs24": "cait_xxs24_224", "cait_s24": "cait_s24_224", "levit_128s": "levit_128s", "levit_256": "levit_256",
     "pvt_v2_b0": "pvt_v2_b0", "pvt_v2_b2": "pvt_v2_b2", "pvt_v2_b2_li": "pvt_v2_b2_li",
+    "swinv2_t": "swinv2_tiny_window8_256", "swinv2_s": "swinv2_small_window8_256",
+    "swinv2_b": "swinv2_base_window8_256", "swinv2_t_w16": "swinv2_tiny_window16_256",
+    "swinv2_s_w16": "swinv2_small_window16_256", "swinv2_b_w16": "swinv2_base_window16_256",
+    "swinv2_b_192_22k": "swinv2_base_window12_192", "swinv2_l_192_22k": "swinv2_large_window12_192",
+    "swinv2_b_w12to16_256": "swinv2_base_window12to16_192to256",
+    "swinv2_b_w12to24_384": "swinv2_base_window12to24_192to384",
+    "swinv2_l_w12to16_256": "swinv2_large_window12to16_192to256",
+    "swinv2_l_w12to24_384": "swinv2_large_window12to24_192to384",
 }
 TORCHVISION_NAMES = {
     "swin_t": "swin_t", "swin_s": "swin_s", "swin_b": "swin_b",
+    "swinv2_t": "swin_v2_t", "swinv2_s": "swin_v2_s", "swinv2_b": "swin_v2_b",
     "video_swin_t": "swin3d_t", "video_swin_s": "swin3d_s", "video_swin_b": "swin3d_b",
 }
 

@@ -5,7 +5,9 @@ A new family gets all of these by registering itself. Image models are built wit
 Every family has a variant of at most 30M parameters; those run every check. The larger
 variants share their family's code and are checked on the ``meta`` device (built, and their
 shapes traced through the whole API, without allocating or computing anything), which keeps
-the suite fast.
+the suite fast. So is a small variant with the class and parameter count of another (the
+same network with another window or other training defaults: DeiT-T and ViT-T, Swin V2-T
+with window 16).
 """
 
 import pytest
@@ -19,14 +21,18 @@ CLIP = (4, 32, 32)
 HEAVY_PARAMS = 30_000_000
 
 
-def _count(name: str) -> int:
+def _signature(name: str) -> tuple[str, int]:
     with torch.device("meta"):
-        return sum(p.numel() for p in tessera.create_model(name).parameters())
+        model = tessera.create_model(name)
+    return type(model).__name__, sum(p.numel() for p in model.parameters())
 
 
-_COUNTS = {name: _count(name) for name in tessera.list_models()}
-MODELS = [n for n, c in _COUNTS.items() if c <= HEAVY_PARAMS]
-HEAVY = [n for n, c in _COUNTS.items() if c > HEAVY_PARAMS]
+_SIGNATURES = {name: _signature(name) for name in tessera.list_models()}
+_FIRST = {}
+for _name, _sig in _SIGNATURES.items():
+    _FIRST.setdefault(_sig, _name)
+MODELS = [n for n, (_, c) in _SIGNATURES.items() if c <= HEAVY_PARAMS and _FIRST[_SIGNATURES[n]] == n]
+HEAVY = [n for n in _SIGNATURES if n not in MODELS]
 
 
 def is_video(name: str) -> bool:
@@ -105,6 +111,28 @@ def test_gradient_checkpointing_same_output_and_gradients(built):
     assert len(results[1][1]) == len(results[0][1])
     for a, b in zip(results[1][1], results[0][1]):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
+
+
+def test_backends_equal_reference_outputs_and_gradients(built):
+    """Whatever the backends choose here computes the reference's outputs and gradients; the
+    window families also at a size that pads the first stages and clamps the last one."""
+    name, model = built
+    model.eval()  # no dropout / stochastic depth
+    windowed = hasattr(model, "layers") and hasattr(model.layers[0], "plan")
+    x = sample(model, batch=1)
+    if windowed:
+        x = torch.randn(1, 3, 6, 36, 20) if is_video(name) else torch.randn(1, 3, 72, 40)
+    results = []
+    for setting in ("reference", "auto"):
+        model.zero_grad(set_to_none=True)
+        with tessera.backends.use(setting):
+            out = model(x)
+            out.square().sum().backward()
+        results.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
+    assert results[1][1].keys() == results[0][1].keys()
+    for key, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][key], grad, atol=1e-4, rtol=1e-3, msg=key)
 
 
 def test_batch_independence(built):

@@ -14,7 +14,8 @@ def test_shipped_recipes_are_listed_and_load():
     assert {"swin_t_in1k", "swin_s_in1k", "swin_b_in1k", "finetune", "demo"} <= set(names)
     assert {"video_swin_t_k400", "video_swin_s_k400", "video_swin_b_k400", "video_swin_b_ssv2", "video_demo"} <= set(names)
     for name in names:
-        extra = DATA + (["model.pretrained=x.pth"] if name == "finetune" or name.startswith("video_swin") else [])
+        fine_tune = name == "finetune" or name.startswith("video_swin") or "22kto1k" in name
+        extra = DATA + (["model.pretrained=x.pth"] if fine_tune else [])
         load_recipe(name, extra if not name.endswith("demo") else [])
 
 

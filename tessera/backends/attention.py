@@ -136,7 +136,7 @@ def _window_reference(qkv, bias: WindowBias, heads: int, scale, dropout_p: float
     attn = attn + bias.relative().unsqueeze(0)
     if bias.mask is not None:  # in the model's dtype, as the official buffer would be
         nw = bias.mask.shape[0]
-        mask = bias.mask if torch.is_autocast_enabled(qkv.device.type) else bias.mask.to(attn.dtype)
+        mask = bias.mask if qkv.device.type == "cpu" and torch.is_autocast_enabled("cpu") else bias.mask.to(attn.dtype)
         attn = attn.view(b_ // nw, nw, heads, n, n) + mask.unsqueeze(1).unsqueeze(0)
         attn = attn.view(-1, heads, n, n)
     attn = attn.softmax(dim=-1)

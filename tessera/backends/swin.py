@@ -14,9 +14,11 @@
   - the norms through :func:`tessera.backends.layer_norm_for_matmul`, the attention through
     :func:`tessera.backends.window_attention`.
 
-  It takes pre-norm blocks of the Swin V1 layout (``norm1``, ``attn`` with ``qkv`` and
-  ``proj``, ``norm2``, ``mlp`` with ``fc1``, GELU and ``fc2``); anything else runs the
-  reference.
+  It takes the blocks of Swin V1 (pre-norm) and Swin V2 (res-post-norm, ``post_norm = True``,
+  cosine attention; the norms sit between the products and the residual adds, which stay
+  apart): ``norm1``, ``attn`` with ``qkv`` and ``proj`` (and ``qkv_bias_vector``,
+  ``score_scale``, ``cosine``, ``window_bias``), ``norm2``, ``mlp`` with ``fc1``, GELU and
+  ``fc2``; anything else runs the reference.
 """
 
 from __future__ import annotations
@@ -87,12 +89,13 @@ def reorder(plan, tokens: torch.Tensor, source: str, target: str) -> torch.Tenso
     return tokens.index_select(1, order)
 
 
-def _pre_norm_v1(blk: nn.Module) -> str | None:
+def _swin_block(blk: nn.Module) -> str | None:
     """Why ``blk`` is not a block this candidate computes, or ``None``."""
-    needed = ("norm1", "attn", "norm2", "mlp", "drop_path")
-    if not all(hasattr(blk, n) for n in needed) or getattr(blk, "post_norm", False):
-        return f"{type(blk).__name__} is not a pre-norm Swin block"
-    if not (hasattr(blk.attn, "qkv") and hasattr(blk.attn, "proj") and hasattr(blk.attn, "window_bias")):
+    needed = ("norm1", "attn", "norm2", "mlp", "drop_path", "is_shifted")
+    if not all(hasattr(blk, n) for n in needed):
+        return f"{type(blk).__name__} is not a Swin block"
+    attn_needs = ("qkv", "proj", "window_bias", "qkv_bias_vector", "score_scale", "cosine", "dropout_p")
+    if not all(hasattr(blk.attn, n) for n in attn_needs):
         return f"{type(blk.attn).__name__} is not a window attention with qkv and proj"
     mlp = blk.mlp
     if not (hasattr(mlp, "fc1") and hasattr(mlp, "fc2") and isinstance(getattr(mlp, "act", None), nn.GELU)):
@@ -104,7 +107,7 @@ def _window_order_reason(stage: nn.Module, x: torch.Tensor, plan) -> str | None:
     if plan.needs_pad:
         return "the grid needs padding (pad tokens would go through the MLP)"
     for blk in stage.blocks:
-        reason = _pre_norm_v1(blk)
+        reason = _swin_block(blk)
         if reason:
             return reason
     return None
@@ -118,22 +121,41 @@ def _stochastic(blk: nn.Module) -> bool:
             or blk.mlp.drop1.p > 0 or blk.mlp.drop2.p > 0)
 
 
-def _block(blk: nn.Module, x: torch.Tensor, plan, shifted: bool) -> torch.Tensor:
-    """One pre-norm block on tokens ``(B, L, C)`` already in its window order."""
-    attn, mlp, n = blk.attn, blk.mlp, plan.tokens_per_window
-    stochastic = _stochastic(blk)
-    h = layer_norm_for_matmul(x, blk.norm1)
-    qkv = linear(h, attn.qkv.weight, attn.qkv.bias)
+def _attention(attn: nn.Module, h: torch.Tensor, plan, shifted: bool) -> torch.Tensor:
+    """The window attention of tokens ``(B, L, C)`` in window order, before the projection."""
+    n = plan.tokens_per_window
+    qkv = linear(h, attn.qkv.weight, attn.qkv_bias_vector())
     y = window_attention(qkv.view(-1, n, qkv.shape[-1]), attn.window_bias(plan.window, plan.mask if shifted else None),
-                         attn.num_heads, attn.scale, attn.dropout_p())
-    y = y.view(x.shape[0], -1, y.shape[-1])
+                         attn.num_heads, attn.score_scale(), attn.dropout_p(), cosine=attn.cosine)
+    return y.view(h.shape[0], -1, y.shape[-1])
+
+
+def _mlp_activation(mlp: nn.Module) -> str:
+    return "gelu" if mlp.act.approximate == "none" else "gelu_tanh"
+
+
+def _post_norm_block(blk: nn.Module, x: torch.Tensor, plan, shifted: bool) -> torch.Tensor:
+    """One res-post-norm block (Swin V2) on tokens ``(B, L, C)`` already in its window order."""
+    attn, mlp = blk.attn, blk.mlp
+    y = attn.proj_drop(linear(_attention(attn, x, plan, shifted), attn.proj.weight, attn.proj.bias))
+    x = x + blk.drop_path(blk.norm1(y))
+    h = mlp.drop1(linear(x, mlp.fc1.weight, mlp.fc1.bias, activation=_mlp_activation(mlp)))
+    return x + blk.drop_path(blk.norm2(mlp.drop2(linear(h, mlp.fc2.weight, mlp.fc2.bias))))
+
+
+def _block(blk: nn.Module, x: torch.Tensor, plan, shifted: bool) -> torch.Tensor:
+    """One block on tokens ``(B, L, C)`` already in its window order."""
+    if getattr(blk, "post_norm", False):
+        return _post_norm_block(blk, x, plan, shifted)
+    attn, mlp = blk.attn, blk.mlp
+    stochastic = _stochastic(blk)
+    y = _attention(attn, layer_norm_for_matmul(x, blk.norm1), plan, shifted)
     if stochastic:
         x = x + blk.drop_path(attn.proj_drop(linear(y, attn.proj.weight, attn.proj.bias)))
     else:
         x = linear(y, attn.proj.weight, attn.proj.bias, residual=x)
     h = layer_norm_for_matmul(x, blk.norm2)
-    activation = "gelu" if mlp.act.approximate == "none" else "gelu_tanh"
-    h = linear(h, mlp.fc1.weight, mlp.fc1.bias, activation=activation)
+    h = linear(h, mlp.fc1.weight, mlp.fc1.bias, activation=_mlp_activation(mlp))
     if stochastic:
         return x + blk.drop_path(mlp.drop2(linear(mlp.drop1(h), mlp.fc2.weight, mlp.fc2.bias)))
     return linear(h, mlp.fc2.weight, mlp.fc2.bias, residual=x)

@@ -139,6 +139,17 @@ class WindowAttention(Attention):
         bias = self.relative_position_bias_table[index.reshape(-1)].view(n, n, -1)
         return bias.permute(2, 0, 1)
 
+    #: plain scaled dot products (Swin V2's attention is cosine)
+    cosine = False
+
+    def qkv_bias_vector(self) -> torch.Tensor | None:
+        """The bias of the ``qkv`` projection ``(3C,)``."""
+        return self.qkv.bias
+
+    def score_scale(self) -> float:
+        """What the scores are multiplied by."""
+        return self.scale
+
     def window_bias(self, window: tuple[int, ...], mask: torch.Tensor | None) -> backends.WindowBias:
         """The bias of the (effective) ``window`` and the shift ``mask`` ``(nW, N, N)``, for
         :func:`tessera.backends.window_attention`."""

@@ -12,10 +12,11 @@ from .pvt import PyramidVisionTransformer
 from .pvt_v2 import PyramidVisionTransformerV2
 from .shuffle import ShuffleTransformer
 from .swin import SwinTransformer, VideoSwinTransformer
+from .swin_v2 import SwinTransformerV2
 from .vit import VisionTransformer
 
 __all__ = [
-    "TesseraModel", "SwinTransformer", "VideoSwinTransformer", "VisionTransformer", "DistilledVisionTransformer",
+    "TesseraModel", "SwinTransformer", "VideoSwinTransformer", "SwinTransformerV2", "VisionTransformer", "DistilledVisionTransformer",
     "CaiT", "DeepViT", "CPVT", "CvT", "CeiT", "LeViT", "PyramidVisionTransformer", "PyramidVisionTransformerV2",
     "ShuffleTransformer",
 ]

@@ -23,7 +23,8 @@ official behaviour:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -87,6 +88,20 @@ class SwinBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+def merge_neighbours(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate each 2x2 group of neighbours on the last two grid axes, in the official
+    order ``[(0,0), (1,0), (0,1), (1,1)]`` (row offset first); odd sizes are zero-padded at
+    the end. Shape: ``(B, *lead, H, W, C) -> (B, *lead, ceil(H/2), ceil(W/2), 4C)``."""
+    h, w = x.shape[-3], x.shape[-2]
+    if h % 2 or w % 2:
+        x = nn.functional.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+    *lead, h, w, c = x.shape
+    x = x.reshape(*lead, h // 2, 2, w // 2, 2, c)
+    n = x.dim()
+    # (..., H/2, dh, W/2, dw, C) -> (..., H/2, W/2, dw, dh, C): channel block k = dh + 2 * dw
+    return x.permute(*range(n - 5), n - 5, n - 3, n - 2, n - 4, n - 1).reshape(*lead, h // 2, w // 2, 4 * c)
+
+
 class PatchMerging(nn.Module):
     """Merge 2x2 neighbouring tokens on the last two grid axes (space, never time).
 
@@ -104,14 +119,7 @@ class PatchMerging(nn.Module):
         self.norm = norm_layer(4 * dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-3], x.shape[-2]
-        if h % 2 or w % 2:
-            x = nn.functional.pad(x, (0, 0, 0, w % 2, 0, h % 2))
-        *lead, h, w, c = x.shape
-        x = x.reshape(*lead, h // 2, 2, w // 2, 2, c)
-        n = x.dim()
-        # (..., H/2, dh, W/2, dw, C) -> (..., H/2, W/2, dw, dh, C): channel block k = dh + 2 * dw
-        x = x.permute(*range(n - 5), n - 5, n - 3, n - 2, n - 4, n - 1).reshape(*lead, h // 2, w // 2, 4 * c)
+        x = merge_neighbours(x)
         # .to: the stream keeps its dtype (fp32 under autocast, see _SwinBase._embed)
         x_norm = backends.layer_norm_for_matmul(x, self.norm)
         return backends.linear(x_norm, self.reduction.weight, None).to(x.dtype)
@@ -120,6 +128,10 @@ class PatchMerging(nn.Module):
 class SwinStage(nn.Module):
     """A stage of Swin blocks, alternating regular and shifted windows, with the patch
     merging at its end (official layout: ``layers.{i}.downsample``).
+
+    ``block_layer`` and ``downsample_layer`` are the block and merging classes (Swin V2
+    passes its own); ``block_kwargs`` go to every block as they are (``qk_scale`` and
+    ``bias_index_mode`` for :class:`SwinBlock`).
 
     Shape: ``(B, *grid, C) -> (B, *grid', C')`` (grid halved in space and C doubled when
     there is a downsample).
@@ -134,13 +146,14 @@ class SwinStage(nn.Module):
         shift_size: Sequence[int],
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
-        qk_scale: float | None = None,
         drop: float = 0.0,
         attn_drop: float = 0.0,
         drop_path: Sequence[float] = (),
         norm_layer: type[nn.Module] = nn.LayerNorm,
         downsample: bool = False,
-        bias_index_mode: str = "exact",
+        block_layer: Callable[..., nn.Module] = SwinBlock,
+        downsample_layer: Callable[..., nn.Module] = PatchMerging,
+        **block_kwargs: Any,
     ) -> None:
         super().__init__()
         self.window_size = tuple(window_size)
@@ -148,13 +161,14 @@ class SwinStage(nn.Module):
         zero = (0,) * len(self.window_size)
         drop_path = list(drop_path) or [0.0] * depth
         self.blocks = nn.ModuleList(
-            SwinBlock(
-                dim, num_heads, window_size, zero if i % 2 == 0 else shift_size, mlp_ratio, qkv_bias,
-                qk_scale, drop, attn_drop, drop_path[i], norm_layer, bias_index_mode,
+            block_layer(
+                dim=dim, num_heads=num_heads, window_size=window_size, shift_size=zero if i % 2 == 0 else shift_size,
+                mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop, attn_drop=attn_drop, drop_path=drop_path[i],
+                norm_layer=norm_layer, **block_kwargs,
             )
             for i in range(depth)
         )
-        self.downsample = PatchMerging(dim, norm_layer) if downsample else None
+        self.downsample = downsample_layer(dim, norm_layer) if downsample else None
         self.grad_checkpointing = False
 
     def plan(self, grid: Sequence[int], device: torch.device) -> WindowPlan:
@@ -170,7 +184,10 @@ class SwinStage(nn.Module):
 
 
 class _SwinBase(TesseraModel):
-    """The body shared by the image and the video model (see the module docstring)."""
+    """The body shared by the image and the video model (see the module docstring), and by
+    Swin V2 (:mod:`tessera.models.swin_v2`): ``block_layer`` and ``downsample_layer`` are
+    the stages' block and merging classes, ``block_args`` the blocks' own arguments (one
+    mapping for every stage, or one per stage)."""
 
     def __init__(
         self,
@@ -186,7 +203,6 @@ class _SwinBase(TesseraModel):
         window_size: Sequence[int],
         mlp_ratio: float,
         qkv_bias: bool,
-        qk_scale: float | None,
         drop_rate: float,
         attn_drop_rate: float,
         drop_path_rate: float,
@@ -195,8 +211,10 @@ class _SwinBase(TesseraModel):
         use_checkpoint: bool,
         head_drop_rate: float,
         clamp_at_construction: bool,
-        bias_index_mode: str,
         norm_layer: type[nn.Module] = nn.LayerNorm,
+        block_layer: Callable[..., nn.Module] = SwinBlock,
+        downsample_layer: Callable[..., nn.Module] = PatchMerging,
+        block_args: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         if len(depths) != len(num_heads):
@@ -222,6 +240,10 @@ class _SwinBase(TesseraModel):
         self.pos_drop = nn.Dropout(drop_rate)
 
         dpr = drop_path_rates(drop_path_rate, sum(depths))  # linear over all blocks
+        block_args = {} if block_args is None else block_args
+        stage_args = [block_args] * len(depths) if isinstance(block_args, Mapping) else list(block_args)
+        if len(stage_args) != len(depths):
+            raise ValueError(f"block arguments for {len(stage_args)} stages, but {len(depths)} stages")
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
             window = self.window_size
@@ -242,13 +264,14 @@ class _SwinBase(TesseraModel):
                     shift_size=shift,
                     mlp_ratio=mlp_ratio,
                     qkv_bias=qkv_bias,
-                    qk_scale=qk_scale,
                     drop=drop_rate,
                     attn_drop=attn_drop_rate,
                     drop_path=dpr[sum(depths[:i]) : sum(depths[: i + 1])],
                     norm_layer=norm_layer,
                     downsample=i < self.num_layers - 1,
-                    bias_index_mode=bias_index_mode,
+                    block_layer=block_layer,
+                    downsample_layer=downsample_layer,
+                    **stage_args[i],
                 )
             )
         # one entry per stage output of forward_intermediates (see tessera.models.features)
@@ -277,8 +300,12 @@ class _SwinBase(TesseraModel):
     def adapt_checkpoint(self, state_dict: dict[str, torch.Tensor], report) -> dict[str, torch.Tensor]:
         """Image weights loaded into a video model are inflated first (the official
         ``inflate_weights``); then tables and embeddings are resized as for every model."""
+        from ..errors import CheckpointError
         from ..weights.adapt import inflate_image_to_video
 
+        if any(".cpb_mlp." in k for k in state_dict):
+            raise CheckpointError("a Swin V2 checkpoint (cpb_mlp) cannot be loaded into Swin V1; "
+                                  "use a swinv2_* model")
         return super().adapt_checkpoint(inflate_image_to_video(self, state_dict, report), report)
 
     def no_weight_decay(self) -> set[str]:
@@ -403,9 +430,10 @@ class SwinTransformer(_SwinBase):
             ndim=2, img_size=img, patch_size=to_ntuple(patch_size, 2, "patch_size"), in_chans=in_chans,
             num_classes=num_classes, embed_dim=embed_dim, depths=tuple(depths), num_heads=tuple(num_heads),
             window_size=to_ntuple(window_size, 2, "window_size"), mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-            qk_scale=qk_scale, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+            drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
             drop_path_rate=drop_path_rate, ape=ape, patch_norm=patch_norm, use_checkpoint=use_checkpoint,
-            head_drop_rate=head_drop_rate, clamp_at_construction=True, bias_index_mode="exact",
+            head_drop_rate=head_drop_rate, clamp_at_construction=True,
+            block_args=dict(qk_scale=qk_scale, bias_index_mode="exact"),
         )
         self.default_cfg["input_size"] = (in_chans, *img)
         if img[0] >= 384:
@@ -450,9 +478,10 @@ class VideoSwinTransformer(_SwinBase):
             patch_size=to_ntuple(patch_size, 3, "patch_size"), in_chans=in_chans, num_classes=num_classes,
             embed_dim=embed_dim, depths=tuple(depths), num_heads=tuple(num_heads),
             window_size=to_ntuple(window_size, 3, "window_size"), mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-            qk_scale=qk_scale, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
+            drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
             drop_path_rate=drop_path_rate, ape=ape, patch_norm=patch_norm, use_checkpoint=use_checkpoint,
-            head_drop_rate=head_drop_rate, clamp_at_construction=False, bias_index_mode="official",
+            head_drop_rate=head_drop_rate, clamp_at_construction=False,
+            block_args=dict(qk_scale=qk_scale, bias_index_mode="official"),
         )
         self.default_cfg.update(input_size=(in_chans, 32, 224, 224), crop_pct=1.0, interpolation="bilinear")
 

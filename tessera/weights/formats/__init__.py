@@ -29,7 +29,7 @@ FORMATS: list[Format] = [
     Format("mmaction", official.is_mmaction, official.convert_mmaction,
            "official Video Swin / mmaction2 (backbone.*, cls_head.fc_cls.*)"),
     Format("official", official.is_official, official.convert_official,
-           "official Swin (microsoft/Swin-Transformer), the same names as tessera's"),
+           "official Swin and Swin V2 (microsoft/Swin-Transformer), the same names as tessera's"),
     Format("pvt_v2_official", pvt_v2.is_official_pvt_v2, pvt_v2.convert_official_pvt_v2,
            "official PVT v2 release (whai362/PVT: patch_embed1-4, block1-4, norm1-4)"),
     Format("shuffle_official", shuffle.is_official_shuffle, shuffle.convert_official_shuffle,

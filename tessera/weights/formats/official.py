@@ -1,8 +1,12 @@
-"""The official Swin (microsoft/Swin-Transformer) and Video Swin (mmaction2) layouts.
+"""The official Swin and Swin V2 (microsoft/Swin-Transformer) and Video Swin (mmaction2)
+layouts.
 
 tessera's own key names are the official ones, so converting means dropping the derived
 buffers (``relative_position_index``, ``attn_mask``, recomputed by the model) and, for
-mmaction2, removing the ``backbone.`` prefix and renaming the head.
+mmaction2, removing the ``backbone.`` prefix and renaming the head. Swin V2's
+``relative_coords_table`` is kept: it tells the window and the normalisation the checkpoint
+was made with (for inferring the architecture and for the load report); the V2 model drops
+it and uses its own.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from collections.abc import Mapping
 
 import torch
 
-DERIVED_BUFFERS = ("relative_position_index", "attn_mask", "relative_coords_table")
+DERIVED_BUFFERS = ("relative_position_index", "attn_mask")
 
 
 def drop_derived(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,9 +1,10 @@
-"""timm's Swin layout (timm >= 0.9).
+"""timm's Swin and Swin V2 layout (timm >= 0.9).
 
 timm keeps the official names except in two places: the patch merging sits at the start of
 the next stage (``layers.{i+1}.downsample``, where the official code has
 ``layers.{i}.downsample`` at the end of stage ``i``) and the classifier is ``head.fc``.
-Index and mask buffers are not saved (they are non-persistent in timm).
+Index, mask and (V2) coordinate-table buffers are not saved (they are non-persistent in
+timm).
 """
 
 from __future__ import annotations
@@ -34,4 +35,4 @@ def convert_timm_swin(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 
 register_format(Format("timm_swin", is_timm_swin, convert_timm_swin,
-                       "timm Swin (patch merging at the start of the next stage, head.fc)"))
+                       "timm Swin and Swin V2 (patch merging at the start of the next stage, head.fc)"))
