@@ -198,7 +198,7 @@ def test_window_order_stage_equals_direct_computation(grid, window):
             out = stage(x)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     assert [c["choice"] for c in backends.choices() if c["op"] == "swin_blocks" and c["setting"] == "window_order"
-            and c["key"][1:2] == ("SwinBlock",) and c["key"][5] == grid] == ["window_order"]
+            and c["key"][1] == "SwinBlock" and c["key"][5] == "grid=" + "x".join(map(str, grid))] == ["window_order"]
 
 
 # ---------------------------------------------------------------------------------------
