@@ -163,3 +163,32 @@ def infer_architecture(sd: Mapping[str, torch.Tensor], hf_config: Mapping[str, A
     if name is not None:  # the registered arguments, as written there, with this head
         args = {**defaults, "num_classes": args["num_classes"]}
     return Architecture(cls, args, ndim, name)
+
+
+#: arguments that change neither the shapes of the weights nor what they are trained for
+#: (dropout rates, the head's size, numerical details a port may set differently)
+NOT_STRUCTURAL = ("drop_rate", "drop_path_rate", "attn_drop_rate", "proj_drop_rate", "num_classes", "act_layer",
+                  "norm_eps", "embed_norm_eps")
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b) and \
+            all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def match_arguments(cls: type, args: Mapping[str, Any]) -> str | None:
+    """The registered model of class ``cls`` whose arguments equal ``args`` except
+    :data:`NOT_STRUCTURAL` ones (any family), or None."""
+    from ..registry import list_models, model_entrypoint
+
+    for name in list_models():
+        with torch.device("meta"):
+            candidate = model_entrypoint(name)()
+        if type(candidate) is not cls:
+            continue
+        defaults = candidate.model_args
+        if all(_same(defaults.get(k), v) for k, v in args.items() if k not in NOT_STRUCTURAL and k in defaults):
+            return name
+    return None
