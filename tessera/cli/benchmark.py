@@ -13,7 +13,8 @@ from . import count
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("benchmark", help="measure speed (optionally against timm or torchvision)",
                        description=__doc__)
-    p.add_argument("model", help="a registered model name")
+    p.add_argument("model", help="a registered name (random weights), NAME.TAG (published weights), a run directory, "
+                                 "or a weights file or directory")
     p.add_argument("--batch-size", type=count(1), help="default: 8 images or 1 clip")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--img-size", type=count(1), help="image side (default: the model's own)")
@@ -42,7 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .. import create_model
     from ..bench import benchmark, format_result, peer_model
     from ..device import resolve_device
     from ..errors import TesseraError
@@ -51,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = create_model(args.model)
+    from ..weights.resolve import resolve_model
+
+    model = resolve_model(args.model).model  # the weights matter for --agreement
     video = len(model.default_cfg["input_size"]) == 4
     chans = model.default_cfg["input_size"][0]
     if video:
@@ -78,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         from ..layers.native import set_native
 
         set_native(False)
-    peer = (args.compare, peer_model(args.compare, args.model, model)) if args.compare else None
+    registered = getattr(model, "model_name", None) or args.model
+    peer = (args.compare, peer_model(args.compare, registered, model)) if args.compare else None
     result = benchmark(model, args.model, shape, dtype=args.dtype, train=args.train, device=args.device,
                        compile=args.compile, channels_last=args.channels_last, peer=peer,
                        warmup=args.warmup, iters=args.iters, rounds=args.rounds,

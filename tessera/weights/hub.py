@@ -135,7 +135,8 @@ def check_hash(path: Path, expected: str | None, url: str) -> None:
     if not actual.startswith(expected.lower()):
         path.unlink(missing_ok=True)
         raise DownloadError(f"{url}: the file's SHA-256 starts with {actual[:len(expected)]}, expected {expected}; "
-                            f"the file was damaged or changed on the way and has been deleted (run again to download it anew)")
+                            f"the file was damaged or changed on the way and has been deleted (run again to "
+                            f"download it anew)")
 
 
 def _reason(error: BaseException) -> str:

@@ -374,7 +374,8 @@ def stored_architecture(source: str | os.PathLike) -> StoredArchitecture | None:
     config = read_directory_config(path) if path.is_dir() else None
     if config is not None and "format_version" in config and config.get("name"):
         args = {k: tuple(v) if isinstance(v, list) else v for k, v in config["args"].items()}
-        kind = "video" if config.get("class") == "VideoSwinTransformer" else (config.get("data") or {}).get("kind", "image")
+        kind = "video" if config.get("class") == "VideoSwinTransformer" else \
+            (config.get("data") or {}).get("kind", "image")
         return StoredArchitecture(config["name"], args, kind)
     return None
 

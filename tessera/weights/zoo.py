@@ -166,6 +166,9 @@ def is_pretrained_name(name: str) -> bool:
     return name in _ENTRIES
 
 
+_SEE_LIST = "tessera list --pretrained shows those there are"
+
+
 def get_pretrained(model: str, tag: str | None = None) -> Pretrained:
     """The entry of ``model.tag`` (``model`` may carry the tag itself); without a tag, the
     model's default. Raises :class:`UnknownModelError` naming the tags there are."""
@@ -178,7 +181,7 @@ def get_pretrained(model: str, tag: str | None = None) -> Pretrained:
             from ..registry import model_entrypoint
 
             model_entrypoint(model)  # an unknown model: the registry's error, with close names
-            raise UnknownModelError(f"{model} has no pretrained weights (tessera list --pretrained shows those there are)")
+            raise UnknownModelError(f"{model} has no pretrained weights ({_SEE_LIST})")
         tag = tags[0]
     entry = _ENTRIES.get(f"{model}.{tag}")
     if entry is None:
@@ -186,7 +189,7 @@ def get_pretrained(model: str, tag: str | None = None) -> Pretrained:
             from ..registry import model_entrypoint
 
             model_entrypoint(model)
-            raise UnknownModelError(f"{model} has no pretrained weights (tessera list --pretrained shows those there are)")
+            raise UnknownModelError(f"{model} has no pretrained weights ({_SEE_LIST})")
         raise UnknownModelError(f"{model} has no weights tagged {tag!r}; its tags: {', '.join(tags)}")
     return entry
 

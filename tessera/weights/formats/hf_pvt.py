@@ -88,7 +88,8 @@ def pvt_args(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"config.json: hidden_act {config['hidden_act']!r}; tessera's PVT uses GELU")
     patch_sizes = list(config.get("patch_sizes", [4, 2, 2, 2]))
     if patch_sizes[1:] != [2] * (len(patch_sizes) - 1) or list(config.get("strides", patch_sizes)) != patch_sizes:
-        raise ValueError(f"config.json: patch_sizes {patch_sizes}; tessera's PVT merges 2x2 tokens after the first stage")
+        raise ValueError(f"config.json: patch_sizes {patch_sizes}; tessera's PVT merges 2x2 tokens after the "
+                         f"first stage")
     eps = float(config.get("layer_norm_eps", 1e-6))
     return {
         "img_size": config.get("image_size", 224),
