@@ -93,7 +93,7 @@ def expand_inputs(inputs: Sequence[str], video: bool) -> Iterator[tuple[str, str
             elif p.is_dir():
                 found = _videos_in(p) if video else _files_under(p, IMG_EXTENSIONS)
                 if not found:
-                    what = "videos or frames folders" if video else "image files"
+                    what = "frame images or video files" if video else "image files"
                     yield match, f"a folder without {what}"
                 yield from ((f, None) for f in found)
             else:

@@ -44,8 +44,11 @@ def run(args: argparse.Namespace) -> int:
     fmt = args.format or SUFFIXES.get(args.output.suffix)
     if fmt is None:
         raise ConfigError(f"{args.output}: give --format onnx or --format torch-export (or a .onnx / .pt2 name)")
+    from ..export import parse_clip
     from ..weights.resolve import resolve_model
 
+    if args.clip is not None:
+        parse_clip(args.clip)  # a typo is reported before the model is built
     resolved = resolve_model(args.model, args.checkpoint)
     weights = f"weights from {resolved.source}" if resolved.has_weights else \
         "random weights; NAME.TAG or --checkpoint loads trained ones"

@@ -83,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
 
     inputs = list(expand_inputs(args.inputs, video))
     for path, problem in inputs:
-        if problem:
+        if problem == "no such file or directory":
+            fail(path, f"not a readable {key} ({problem})")
+        elif problem:
             fail(path, problem)
     paths = [p for p, problem in inputs if problem is None]
     if not video:

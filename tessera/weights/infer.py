@@ -21,6 +21,7 @@ arguments (drop rates, ...); otherwise the class and the inferred arguments.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -72,19 +73,28 @@ def _normalise(key: str, value: Any, ndim: int) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=None)
+def registered_defaults(name: str) -> tuple[type, dict[str, Any]]:
+    """The class and the constructor arguments of a registered model, built once on the meta
+    device (only the arguments are wanted: nothing is allocated)."""
+    from ..registry import model_entrypoint
+
+    with torch.device("meta"):
+        candidate = model_entrypoint(name)()
+    return type(candidate), dict(getattr(candidate, "model_args", {}))
+
+
 def match_registered(cls: type, args: Mapping[str, Any], ndim: int) -> tuple[str | None, dict[str, Any]]:
     """The registered model of class ``cls`` whose structural arguments equal ``args``
     (preferring one with the same class count) and its full arguments; ``(None, {})`` when
     none does."""
-    from ..registry import list_models, model_entrypoint
+    from ..registry import list_models
 
     wanted = {k: _normalise(k, args.get(k), ndim) for k in STRUCTURE if k in args}
     best: tuple[bool, str, dict[str, Any]] | None = None
     for name in list_models():
-        with torch.device("meta"):  # only the arguments are wanted: allocate nothing
-            candidate = model_entrypoint(name)()
-        defaults = getattr(candidate, "model_args", {})
-        if type(candidate) is not cls or any(_normalise(k, defaults.get(k), ndim) != v for k, v in wanted.items()):
+        model_cls, defaults = registered_defaults(name)
+        if model_cls is not cls or any(_normalise(k, defaults.get(k), ndim) != v for k, v in wanted.items()):
             continue
         same_head = defaults.get("num_classes") == args.get("num_classes")
         if best is None or (same_head and not best[0]):
@@ -181,14 +191,12 @@ def _same(a: Any, b: Any) -> bool:
 def match_arguments(cls: type, args: Mapping[str, Any]) -> str | None:
     """The registered model of class ``cls`` whose arguments equal ``args`` except
     :data:`NOT_STRUCTURAL` ones (any family), or None."""
-    from ..registry import list_models, model_entrypoint
+    from ..registry import list_models
 
     for name in list_models():
-        with torch.device("meta"):
-            candidate = model_entrypoint(name)()
-        if type(candidate) is not cls:
+        model_cls, defaults = registered_defaults(name)
+        if model_cls is not cls:
             continue
-        defaults = candidate.model_args
         if all(_same(defaults.get(k), v) for k, v in args.items() if k not in NOT_STRUCTURAL and k in defaults):
             return name
     return None

@@ -234,9 +234,8 @@ def _foreign(path: Path, arch: str | None, load_weights: bool, format: str | Non
                 model = infer_architecture(sd).build(**overrides)
         except CheckpointError:
             if entry is None:
-                raise CheckpointError(f"{path}: cannot tell which model the weights are for (tessera reads the "
-                                      f"architecture of Swin and Video Swin weights); name it, e.g. --model NAME") \
-                    from None
+                raise CheckpointError(f"{path}: cannot tell the architecture of the weights (tessera reads it from "
+                                      f"Swin and Video Swin weights); name the model, e.g. --model NAME") from None
             model = create_model(entry.model, **{**entry.args, **overrides})
     if entry is not None and arch is None and getattr(model, "model_name", None) != entry.model:
         entry = None  # a file of the same name, but not the published model
@@ -257,12 +256,15 @@ def _from_path(path: Path, arch: str | None, load_weights: bool, format: str | N
 
     run = _run_weights(path)
     if run is not None:
-        _no_arch(arch, path, "a run's weights")
+        if arch is not None:
+            from ..train.checkpoint import read_run_info
+
+            _no_arch(arch, path, "a run's weights", read_run_info(run)["model"])
         return _run_model(run, load_weights, overrides)
     if path.is_dir():
         config = read_directory_config(path)
         if config is not None and "format_version" in config:
-            _no_arch(arch, path, "a tessera directory")
+            _no_arch(arch, path, "a tessera directory", config.get("name"))
             return _tessera_dir(path, config, load_weights, overrides)
         if config is None and not any((path / n).exists() for n in DIRECTORY_FILES):
             raise CheckpointError(f"{path}: a directory without weights (no {', '.join(RUN_FILES)}, config.json "
@@ -274,9 +276,11 @@ def _from_path(path: Path, arch: str | None, load_weights: bool, format: str | N
     return _foreign(path, arch, load_weights, format, use_ema, overrides)
 
 
-def _no_arch(arch: str | None, path: Path, what: str) -> None:
-    if arch is not None:
-        raise ConfigError(f"{path} is {what}, which names its model itself; leave out the model name ({arch})")
+def _no_arch(arch: str | None, path: Path, what: str, stored: str | None) -> None:
+    """A source that records its model takes no other model name than its own."""
+    if arch is not None and arch.split(".", 1)[0] != stored:
+        raise ConfigError(f"{path} is {what} of {stored}, which names its model itself; leave out the model name "
+                          f"({arch})")
 
 
 def resolve_model(spec: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None, *,
@@ -324,6 +328,9 @@ def resolve_model(spec: str | os.PathLike | None = None, checkpoint: str | os.Pa
             resolved = _entry_model(text, load_weights, overrides)
         elif is_model(text) and default_tag and pretrained_tags(text):
             resolved = _entry_model(text, load_weights, overrides)
+        elif is_model(text) and require_weights:
+            raise ConfigError(f"{text} has no trained weights: give NAME.TAG (tessera list --pretrained) or a "
+                              f"checkpoint")
         elif is_model(text):
             resolved = _finish(create_model(text, **overrides), text, "random weights", None)
         elif is_path_like(text):
