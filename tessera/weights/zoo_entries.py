@@ -130,10 +130,10 @@ _torchvision("video_swin_b.tv_k400_22k", "swin3d_b_22k-7c6ae6fa.pth", (81.643, 9
 # ---------------------------------------------------------------------------------------
 
 
-def _timm(name: str, hub: str, acc, crop_pct: float = 0.9, mean=None, std=None) -> None:
+def _timm(name: str, hub: str, acc, crop_pct: float = 0.9, mean=None, std=None, copy: Source | None = None) -> None:
     extra = {"mean": mean, "std": std} if mean else {}
-    _add(name, Source("tessera", hub=f"timm/{hub}"), license="Apache-2.0", acc=acc, crop_pct=crop_pct,
-         notes="timm's hub weights", **extra)
+    _add(name, Source("tessera", hub=f"timm/{hub}"), *([copy] if copy else []), license="Apache-2.0", acc=acc,
+         crop_pct=crop_pct, notes="timm's hub weights", **extra)
 
 
 _timm("vit_b_16.augreg2_in21k_ft_in1k", "vit_base_patch16_224.augreg2_in21k_ft_in1k", (85.108, 97.530),
@@ -148,9 +148,11 @@ _timm("cait_xxs24.fb_dist_in1k", "cait_xxs24_224.fb_dist_in1k", (78.400, 94.326)
 _timm("cait_s24.fb_dist_in1k", "cait_s24_224.fb_dist_in1k", (83.484, 96.586), crop_pct=1.0)
 _timm("levit_128s.fb_dist_in1k", "levit_128s.fb_dist_in1k", (76.520, 92.870))
 _timm("levit_256.fb_dist_in1k", "levit_256.fb_dist_in1k", (81.506, 95.466))
-_timm("pvt_v2_b0.in1k", "pvt_v2_b0.in1k", (70.654, 90.206))
-_timm("pvt_v2_b2.in1k", "pvt_v2_b2.in1k", (82.062, 95.966))
-_timm("pvt_v2_b2_li.in1k", "pvt_v2_b2_li.in1k", (82.200, 96.108))
+# the official PVT v2 weights, also in transformers' layout
+_timm("pvt_v2_b0.in1k", "pvt_v2_b0.in1k", (70.654, 90.206), copy=Source("hf_pvt_v2", hub="OpenGVLab/pvt_v2_b0"))
+_timm("pvt_v2_b2.in1k", "pvt_v2_b2.in1k", (82.062, 95.966), copy=Source("hf_pvt_v2", hub="OpenGVLab/pvt_v2_b2"))
+_timm("pvt_v2_b2_li.in1k", "pvt_v2_b2_li.in1k", (82.200, 96.108),
+      copy=Source("hf_pvt_v2", hub="OpenGVLab/pvt_v2_b2_linear"))
 
 # ---------------------------------------------------------------------------------------
 # Hugging Face transformers ports: CvT (microsoft/cvt-*, run with exact GELU as transformers
