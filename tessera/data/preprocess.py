@@ -85,9 +85,22 @@ def data_config(model_or_name: Any) -> dict[str, Any]:
         return model_data_config(model_or_name)
     if isinstance(model_or_name, Mapping):
         return complete_data_config(model_or_name.get("data", model_or_name))
+    from ..registry import is_model
+    from ..weights.zoo import get_pretrained, is_pretrained_name, pretrained_tags
+
+    name = str(model_or_name)
+    if is_pretrained_name(name) or (is_model(name) and pretrained_tags(name)):
+        return get_pretrained(name).data_config()
+    if is_model(name):  # a model without published weights: its defaults, read without allocating it
+        import torch
+
+        from ..registry import create_model
+
+        with torch.device("meta"):
+            return model_data_config(create_model(name))
     from ..weights.resolve import resolve_model
 
-    return resolve_model(str(model_or_name), load_weights=False, default_tag=True).data
+    return resolve_model(name, load_weights=False, default_tag=True).data
 
 
 def _normalise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
