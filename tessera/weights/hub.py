@@ -195,13 +195,13 @@ def download_url(url: str, sha256: str | None = None, dest: Path | None = None) 
     dest = dest or download_path(url)
     if dest.is_file():
         return dest
+    if is_offline():
+        raise _cannot(url, "offline mode is set (TESSERA_OFFLINE / HF_HUB_OFFLINE)", dest)
     with file_lock(dest):
         if dest.is_file():  # another process finished it while we waited
             return dest
         fetched = mirrored(url)
         via = f" (through the mirror {fetched})" if fetched != url else ""
-        if is_offline():
-            raise _cannot(url, "offline mode is set (TESSERA_OFFLINE / HF_HUB_OFFLINE)", dest)
         part = dest.with_name(dest.name + ".part")
         if part.exists():
             log.info("resuming the download of %s from %d bytes", url, part.stat().st_size)
@@ -257,7 +257,7 @@ def download_hub(repo_id: str, filename: str, revision: str | None = None) -> Pa
 
     Raises :class:`DownloadError` naming the repository and file, and where to put it by hand.
     """
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
     names = [filename] + ([HUB_FALLBACKS[filename]] if filename in HUB_FALLBACKS else [])
@@ -267,11 +267,10 @@ def download_hub(repo_id: str, filename: str, revision: str | None = None) -> Pa
     endpoint = os.environ.get("HF_ENDPOINT", "").rstrip("/") or None
     base = endpoint or "https://huggingface.co"
     kwargs = {"revision": revision, "endpoint": endpoint, "cache_dir": hub_cache_dir()}
-    for name in names:  # already in huggingface_hub's cache: no network needed
-        try:
-            return Path(hf_hub_download(repo_id, name, local_files_only=True, **kwargs))
-        except Exception:  # not cached (huggingface_hub's LocalEntryNotFoundError and the like)
-            pass
+    for name in names:  # already in huggingface_hub's cache (a look at the files: no network)
+        cached = try_to_load_from_cache(repo_id, name, cache_dir=kwargs["cache_dir"], revision=revision)
+        if isinstance(cached, str):
+            return Path(cached)
     where = f"{base}/{repo_id}/resolve/{revision or 'main'}/{filename}"
     manual = hub_download_path(repo_id, filename)
     if is_offline():
