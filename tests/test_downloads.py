@@ -17,26 +17,11 @@ from safetensors.torch import load_file
 import tessera
 from tessera.weights import zoo
 from tessera.weights.hub import DownloadError, download_path, download_url, hub_download_path
-from weights_server import WeightsServer
+from weights_server import server  # noqa: F401  (the fixture)
 
 #: the stand-in Swin-T: the registered swin_t made small (its own arguments, same structure)
 TINY_SWIN = dict(embed_dim=16, depths=(1, 1), num_heads=(1, 2))
 TINY_PVT_V2 = dict(depths=(1, 1, 1, 1), embed_dims=(8, 8, 16, 16), num_heads=(1, 1, 2, 2))
-
-
-@pytest.fixture
-def server(tmp_path, monkeypatch):
-    """The stand-in servers, and a fresh cache (tessera's and huggingface_hub's)."""
-    srv = WeightsServer()
-    monkeypatch.setenv("TESSERA_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TESSERA_WEIGHTS_MIRROR", srv.url)
-    monkeypatch.setenv("HF_ENDPOINT", srv.url)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    for var in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "TESSERA_OFFLINE", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY",
-                "http_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    yield srv
-    srv.close()
 
 
 def official_file(model: torch.nn.Module) -> bytes:

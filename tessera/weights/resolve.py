@@ -353,6 +353,11 @@ def resolve_model(spec: str | os.PathLike | None = None, checkpoint: str | os.Pa
 # ---------------------------------------------------------------------------------------
 
 
+def _tuples(args: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments read from JSON, whose lists were tuples."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
+
+
 @dataclass
 class StoredArchitecture:
     """The model a pretrained source records: registered name, arguments, kind of data."""
@@ -379,10 +384,10 @@ def stored_architecture(source: str | os.PathLike) -> StoredArchitecture | None:
         from ..train.checkpoint import read_run_info
 
         info = read_run_info(run)
-        return StoredArchitecture(info["model"], dict(info["model_args"]), info["data"].get("kind", "image"))
+        return StoredArchitecture(info["model"], _tuples(info["model_args"]), info["data"].get("kind", "image"))
     config = read_directory_config(path) if path.is_dir() else None
     if config is not None and "format_version" in config and config.get("name"):
-        args = {k: tuple(v) if isinstance(v, list) else v for k, v in config["args"].items()}
+        args = _tuples(config["args"])
         kind = "video" if config.get("class") == "VideoSwinTransformer" else \
             (config.get("data") or {}).get("kind", "image")
         return StoredArchitecture(config["name"], args, kind)
