@@ -198,3 +198,14 @@ def test_two_processes_download_once(server, tmp_path):
     assert {o.strip() for o, _ in outs} == {str(download_path(url))}
     assert sum("waiting for another process" in err for _, err in outs) == 1  # the lock made one wait
     assert server.gets(path) == 1 and download_path(url).read_bytes() == data
+
+
+def test_a_file_put_by_hand_is_checked_against_the_published_hash(server, monkeypatch):
+    monkeypatch.setenv("TESSERA_OFFLINE", "1")
+    url = tessera.get_pretrained("swin_b.tv_in1k").sources[0].url
+    manual = download_path(url)
+    manual.parent.mkdir(parents=True)
+    manual.write_bytes(b"\x80 something else")
+    with pytest.raises(DownloadError, match="expected 68c6b09e; .*deleted"):
+        tessera.create_model("swin_b.tv_in1k", pretrained=True, **TINY_SWIN)
+    assert not manual.exists()

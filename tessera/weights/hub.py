@@ -188,17 +188,18 @@ def _stream(url: str, part: Path, name: str) -> None:
 def download_url(url: str, sha256: str | None = None, dest: Path | None = None) -> Path:
     """The file of ``url`` in the cache (:func:`download_path`), downloaded if it is not
     there yet, resumed if a download was cut, checked against ``sha256`` (a digest or its
-    first hex digits) when given.
+    first hex digits) when given: a fresh download, and a file found there (put by hand).
 
     Raises :class:`DownloadError` (one line: the URL, why, and where to put the file by hand).
     """
     dest = dest or download_path(url)
     if dest.is_file():
+        check_hash(dest, sha256, url)
         return dest
     if is_offline():
         raise _cannot(url, "offline mode is set (TESSERA_OFFLINE / HF_HUB_OFFLINE)", dest)
     with file_lock(dest):
-        if dest.is_file():  # another process finished it while we waited
+        if dest.is_file():  # another process finished (and checked) it while we waited
             return dest
         fetched = mirrored(url)
         via = f" (through the mirror {fetched})" if fetched != url else ""
