@@ -17,11 +17,12 @@ from safetensors.torch import load_file
 import tessera
 from tessera.weights import zoo
 from tessera.weights.hub import DownloadError, download_path, download_url, hub_download_path
-from weights_server import server  # noqa: F401  (the fixture)
+import weights_server
 
 #: the stand-in Swin-T: the registered swin_t made small (its own arguments, same structure)
 TINY_SWIN = dict(embed_dim=16, depths=(1, 1), num_heads=(1, 2))
 TINY_PVT_V2 = dict(depths=(1, 1, 1, 1), embed_dims=(8, 8, 16, 16), num_heads=(1, 1, 2, 2))
+server = weights_server.server  # the fixture
 
 
 def official_file(model: torch.nn.Module) -> bytes:

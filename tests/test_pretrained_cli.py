@@ -22,11 +22,12 @@ from tessera.labels import label_names
 from tessera.train.checkpoint import save_weights
 from tessera.weights import zoo
 from tessera.weights.zoo import VideoViews
-from weights_server import server  # noqa: F401  (the fixture)
+import weights_server
 
 TINY_SWIN = dict(embed_dim=16, depths=(1, 1), num_heads=(1, 2))
 TINY_VIDEO = dict(embed_dim=16, depths=(1, 1), num_heads=(1, 2), window_size=(2, 4, 4))
 GOLDEN_RETRIEVER = 207
+server = weights_server.server  # the fixture
 
 
 def winning(model: torch.nn.Module, index: int) -> torch.nn.Module:
@@ -158,6 +159,14 @@ def test_export_a_run_directory(tmp_path, capsys):
         out = capsys.readouterr().out
         assert f"weights from {run / 'best.safetensors'}" in out and "(1, 3, 32, 32)" in out
         assert (tmp_path / "m.onnx").stat().st_size > 10_000
+    # convert keeps the class names and the preprocessing; summary takes the run and the directory
+    assert main(["convert", str(run), str(tmp_path / "converted")]) == 0
+    config = json.loads((tmp_path / "converted" / "config.json").read_text())
+    assert config["classes"] == ["a", "b", "c"] and config["data"]["img_size"] == 32
+    capsys.readouterr()
+    for source in (run, tmp_path / "converted"):
+        assert main(["summary", str(source)]) == 0
+        assert "(1, 3, 32, 32)" in capsys.readouterr().out
 
 
 def test_benchmark_by_name_loads_the_weights(swin_t_served, capsys):
@@ -166,6 +175,18 @@ def test_benchmark_by_name_loads_the_weights(swin_t_served, capsys):
                  "--rounds", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["model"] == "swin_t.ms_in1k" and srv.gets(path) == 1
+
+
+def test_finetuning_from_published_weights_by_name(swin_t_served, tmp_path):
+    from tessera.train import Trainer, load_recipe
+
+    _, _, served = swin_t_served
+    recipe = load_recipe("finetune", ["model.pretrained=swin_t.ms_in1k", "data.root=digits:train",
+                                      "data.val_root=digits:val", "data.batch_size=8", "data.num_workers=0"])
+    trainer = Trainer(recipe, tmp_path / "tuned")
+    assert trainer.model.model_args["embed_dim"] == 16 and trainer.model.num_classes == 10
+    torch.testing.assert_close(trainer.model.patch_embed.proj.weight, served.patch_embed.proj.weight)
+    assert sorted(trainer.load_report.reinitialized) == ["head.bias", "head.weight"]
 
 
 def test_finetuning_from_a_run_builds_the_model_it_records(tmp_path):

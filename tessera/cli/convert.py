@@ -39,8 +39,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", help="a checkpoint file or directory (official, mmaction2, timm, torchvision, Hugging Face, "
-                                  "tessera), a run directory, or NAME.TAG of published weights")
+    p.add_argument("source", help="a checkpoint file or directory (official, mmaction2, timm, torchvision, Hugging "
+                                  "Face, tessera), a run directory, or NAME.TAG of published weights")
     p.add_argument("destination", help="the directory to write (config.json + model.safetensors)")
     p.add_argument("--format", help="force the source format instead of detecting it")
     p.add_argument("--ema", action="store_true", help="take the EMA weights of a training checkpoint")
