@@ -148,7 +148,7 @@ def predict_image_files(model: nn.Module, cfg: dict[str, Any], classes: Sequence
     normalise = _normaliser(cfg, device, 4)
     model.eval()
 
-    def load(path: str):
+    def read_and_crop(path: str):
         try:
             return crop.crop_uint8(read_image(path)), None
         except (OSError, ValueError, SyntaxError) as e:  # Pillow's errors for files it cannot read
@@ -156,7 +156,7 @@ def predict_image_files(model: nn.Module, cfg: dict[str, Any], classes: Sequence
 
     batches = [list(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size)]
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        pending = pool.map(lambda batch: [load(p) for p in batch], batches)
+        pending = pool.map(lambda batch: [read_and_crop(p) for p in batch], batches)
         for batch, loaded in zip(batches, pending):
             good = [(p, t) for p, (t, _) in zip(batch, loaded) if t is not None]
             tops: dict[str, Top] = {}

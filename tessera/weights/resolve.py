@@ -237,7 +237,8 @@ def _foreign(path: Path, arch: str | None, load_weights: bool, format: str | Non
         except CheckpointError:
             if entry is None:
                 raise CheckpointError(f"{path}: cannot tell the architecture of the weights (tessera reads it from "
-                                      f"Swin and Video Swin weights); name the model, e.g. --model NAME") from None
+                                      f"Swin and Video Swin weights); name the model as well: --model NAME, or "
+                                      f"NAME --checkpoint FILE") from None
             model = create_model(entry.model, **{**entry.args, **overrides})
     if entry is not None and getattr(model, "model_name", None) != entry.model:
         entry = None  # a file of the same name, but not the published model
