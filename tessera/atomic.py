@@ -44,14 +44,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # some writers create their files private
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Flush the complete file ``tmp`` to disk and rename it to ``path`` (same directory), so
+    that ``path`` is either its old self or the whole new file (downloads use this for their
+    resumable ``.part`` files)."""
+    tmp, path = Path(tmp), Path(path)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+        os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # some writers create their files private
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 def remove_stale_temporaries(directory: str | os.PathLike, names: Iterable[str]) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointError, ConfigError, TesseraError
+from .errors import ConfigError, TesseraError
 
 __all__ = ["ExportResult", "export", "export_onnx", "export_program", "input_shape_for", "load_model"]
 
@@ -97,33 +97,18 @@ def _megabytes(path: Path) -> str:
 
 
 def load_model(source: str | os.PathLike | nn.Module, checkpoint: str | os.PathLike | None = None) -> nn.Module:
-    """A model from a registered name (random weights, or ``checkpoint``'s), or from a weights
-    directory in tessera's format (``config.json`` naming the model and its arguments, and
-    ``model.safetensors``)."""
-    from .registry import create_model, is_model
-
+    """A model object as it is, or what :func:`tessera.resolve_model` makes of ``source``: a
+    registered name (random weights, or ``checkpoint``'s), a ``name.tag`` of published
+    weights, a run directory or its weights file, a weights directory or a checkpoint."""
     if isinstance(source, nn.Module):
-        model = source
-    elif is_model(str(source)):
-        model = create_model(str(source))
-    elif Path(source).is_dir():
-        from .weights.pretrained import from_pretrained
+        if checkpoint is not None:
+            from .weights.resolve import load_weights_into
 
-        model = from_pretrained(source)
-    elif Path(source).exists():
-        raise CheckpointError(
-            f"{source}: a checkpoint file does not say which model it holds; "
-            f"give the model name and the file: tessera export MODEL --checkpoint {source}"
-        )
-    elif "/" in str(source) or os.sep in str(source):
-        raise CheckpointError(f"{source}: no such weights directory")
-    else:
-        model = create_model(str(source))  # an unknown name: UnknownModelError with the closest names
-    if checkpoint is not None:
-        from .weights import load_checkpoint
+            load_weights_into(source, checkpoint)
+        return source
+    from .weights.resolve import resolve_model
 
-        load_checkpoint(model, checkpoint)
-    return model
+    return resolve_model(source, checkpoint).model
 
 
 def input_shape_for(
@@ -421,8 +406,8 @@ def export(
     atol: float = 1e-4,
     on_start: Callable[[tuple[int, ...]], None] | None = None,
 ) -> ExportResult:
-    """Export a registered model (random weights unless ``checkpoint``), a weights directory
-    or a model object to ``format`` (``"onnx"`` or ``"torch-export"``) at ``output``.
+    """Export a model (anything :func:`load_model` takes: a name, published weights, a run,
+    a weights directory or file, or a model object) to ``format`` (``"onnx"`` or ``"torch-export"``) at ``output``.
 
     The input is ``input_shape`` if given, else the model's default input with ``img_size``
     or ``clip`` and ``batch_size`` (see :func:`input_shape_for`). ``on_start(input_shape)``

@@ -57,41 +57,72 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
 
 def create_model(
     name: str,
-    pretrained: str | os.PathLike | None = None,
+    pretrained: bool | str | os.PathLike | None = None,
     features_only: bool = False,
     out_indices: tuple[int, ...] | None = None,
     **overrides: Any,
 ) -> nn.Module:
-    """Build a registered model.
+    """Build a registered model, with published or local weights.
 
     Args:
-        name: a name from :func:`list_models`.
-        pretrained: a checkpoint file or a directory written by ``save_pretrained``; loaded
-            with :func:`tessera.load_checkpoint` (any supported format).
+        name: a name from :func:`list_models`, or ``name.tag`` of published weights
+            (:func:`tessera.list_pretrained`): the architecture and preprocessing of those
+            weights (loaded with ``pretrained=True``).
+        pretrained: ``True`` loads the published weights (``name.tag``'s, or the model's
+            default tag's); a tag (``"ms_in1k"``) loads that tag's; a path loads a
+            checkpoint of any supported format, a weights directory or a run directory
+            (its best weights); ``None``/``False``: random weights.
         features_only: return a feature-pyramid model instead of a classifier.
         out_indices: the stages the pyramid returns.
-        **overrides: constructor arguments that replace the variant's defaults
-            (``num_classes=10``, ``drop_path_rate=0.1``, ...).
+        **overrides: constructor arguments that replace the variant's (or the weights')
+            defaults (``num_classes=10`` re-initialises the head, ``drop_path_rate=0.1``, ...).
+
+    Published weights are downloaded once and cached (:mod:`tessera.weights.hub`); the model
+    then has ``pretrained_cfg`` (the entry, with its data config) and its ``default_cfg``
+    carries the weights' preprocessing.
 
     Raises :class:`~tessera.errors.UnknownModelError` (with the closest names) for an
-    unknown name, :class:`~tessera.errors.ConfigError` for arguments the model does not
-    take or cannot be built with.
+    unknown name or tag, :class:`~tessera.errors.ConfigError` for arguments the model does not
+    take or cannot be built with, :class:`~tessera.errors.CheckpointError` for weights that
+    cannot be had or do not fit.
     """
-    entrypoint = model_entrypoint(name)
+    base, _, tag = name.partition(".")
+    entrypoint = model_entrypoint(base)
+    entry = None
+    if tag or pretrained is True or (isinstance(pretrained, str) and _is_tag(base, pretrained)):
+        from .weights.zoo import get_pretrained
+
+        if isinstance(pretrained, str) and tag and pretrained != tag:
+            raise ConfigError(f"{name} already names its weights; pretrained={pretrained!r} names others")
+        entry = get_pretrained(base, tag or (pretrained if isinstance(pretrained, str) else None))
+    args = {**entry.args, **overrides} if entry is not None else overrides
     try:
-        model = entrypoint(**overrides)
+        model = entrypoint(**args)
     except (TypeError, ValueError, RuntimeError) as e:  # an unknown argument, or values that do not fit
         if isinstance(e, TesseraError):
             raise
         given = f" with {', '.join(sorted(overrides))}" if overrides else ""
-        raise ConfigError(f"cannot build {name}{given}: {' '.join(str(e).split())}") from e
-    model.model_name = name
-    if pretrained is not None:
-        from .weights import load_checkpoint
+        raise ConfigError(f"cannot build {base}{given}: {' '.join(str(e).split())}") from e
+    model.model_name = base
+    if entry is not None:
+        from .weights.zoo import describe_model, load_pretrained
 
-        load_checkpoint(model, pretrained)
+        describe_model(model, entry)
+        if pretrained:
+            model.load_report = load_pretrained(model, entry)
+    elif pretrained not in (None, False):
+        from .weights.resolve import load_weights_into
+
+        model.load_report = load_weights_into(model, pretrained)
     if features_only:
         from .models.features import features_model
 
         model = features_model(model, out_indices=out_indices)
     return model
+
+
+def _is_tag(model: str, text: str) -> bool:
+    """``text`` is a tag of ``model``'s published weights (and not a file that exists)."""
+    from .weights.zoo import pretrained_tags
+
+    return not os.path.exists(text) and text in pretrained_tags(model)

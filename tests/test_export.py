@@ -240,7 +240,7 @@ def test_input_shapes_and_their_errors():
         (["export", "swin_t", "-o", "x.bin"], "give --format onnx or --format torch-export"),
         (["export", "swin_t", "-o", "x.pt2", "--opset", "18"], "an opset is for the onnx format"),
         (["export", "swin_t", "-o", "x.onnx", "--opset", "11"], "opset 11: the ONNX exporter writes opset 18 or newer"),
-        (["export", "runs/missing", "-o", "x.onnx"], "runs/missing: no such weights directory"),
+        (["export", "runs/missing", "-o", "x.onnx"], "runs/missing: no such file or directory"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, capsys, monkeypatch, argv, message):
@@ -251,14 +251,14 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, monkeypatch, argv, messag
     assert not list(tmp_path.iterdir())  # nothing written
 
 
-def test_checkpoint_files_and_foreign_directories_need_the_model_name(tmp_path):
-    model = SwinTransformer(**SMALL_2D)
-    save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
-    with pytest.raises(CheckpointError, match="tessera export MODEL --checkpoint"):
+def test_checkpoint_files_whose_architecture_cannot_be_read_need_the_model_name(tmp_path):
+    model = tessera.create_model("vit_t_16", img_size=32, num_classes=3)
+    save_file(model.state_dict(), str(tmp_path / "w.safetensors"))  # a Swin's would say what it is
+    with pytest.raises(CheckpointError, match="name the model as well: --model NAME, or NAME --checkpoint FILE"):
         export(tmp_path / "w.safetensors", "onnx", tmp_path / "x.onnx")
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "swin"}))
-    with pytest.raises(CheckpointError, match="not a tessera config"):
+    with pytest.raises(CheckpointError, match="hf: a directory without any of model.safetensors"):
         export(tmp_path / "hf", "onnx", tmp_path / "x.onnx")
     with pytest.raises(UnknownModelError):
         export("nope", "onnx", tmp_path / "x.onnx")

@@ -13,7 +13,8 @@ from . import count
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("benchmark", help="measure speed (optionally against timm or torchvision)",
                        description=__doc__)
-    p.add_argument("model", help="a registered model name")
+    p.add_argument("model", help="a registered name (random weights), NAME.TAG (published weights), a run directory, "
+                                 "or a weights file or directory")
     p.add_argument("--batch-size", type=count(1), help="default: 8 images or 1 clip")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--img-size", type=count(1), help="image side (default: the model's own)")
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .. import backends, create_model
+    from .. import backends
     from ..bench import RUNTIMES, RuntimePeer, benchmark, format_result, peer_model
     from ..device import resolve_device
     from ..errors import TesseraError
@@ -52,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = create_model(args.model)
+    from ..weights.resolve import resolve_model
+
+    model = resolve_model(args.model).model  # the weights matter for --agreement
     video = len(model.default_cfg["input_size"]) == 4
     chans = model.default_cfg["input_size"][0]
     if video:
@@ -78,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
                 raise TesseraError(f"--compare {args.compare} times CPU inference (no --train, --compile, --device)")
             peer = (args.compare, RuntimePeer(args.compare, model, shape, args.dtype, torch.get_num_threads(), workdir))
         elif args.compare:
-            peer = (args.compare, peer_model(args.compare, args.model, model))
+            registered = getattr(model, "model_name", None) or args.model
+            peer = (args.compare, peer_model(args.compare, registered, model))
         result = benchmark(model, args.model, shape, dtype=args.dtype, train=args.train, device=args.device,
                            compile=args.compile, channels_last=args.channels_last, peer=peer,
                            warmup=args.warmup, iters=args.iters, rounds=args.rounds,

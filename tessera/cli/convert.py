@@ -1,8 +1,11 @@
-"""``tessera convert SRC DST``: any supported checkpoint into tessera's format.
+"""``tessera convert SRC DST``: any model source into a tessera directory.
 
-The architecture is read from the weights (Swin and Video Swin) unless ``--model`` names
-it; ``KEY=VALUE`` arguments replace constructor arguments (``num_classes=10``,
-``img_size=384``, ``window_size=8,7,7``).
+SRC is a checkpoint of any supported format, a Hugging Face or tessera directory, a run
+directory or its weights file, or published weights by name (``swin_t.ms_in1k``). The
+architecture is the one SRC records or, for a bare checkpoint, read from the weights (Swin
+and Video Swin) unless ``--model`` names it; ``KEY=VALUE`` arguments replace constructor
+arguments (``num_classes=10``, ``img_size=384``, ``window_size=8,7,7``). The class names and
+the preprocessing go into DST's ``config.json`` with the weights.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", help="a checkpoint file or directory (official, mmaction2, timm, torchvision, Hugging Face, tessera)")
+    p.add_argument("source", help="a checkpoint file or directory (official, mmaction2, timm, torchvision, Hugging "
+                                  "Face, tessera), a run directory, or NAME.TAG of published weights")
     p.add_argument("destination", help="the directory to write (config.json + model.safetensors)")
     p.add_argument("--format", help="force the source format instead of detecting it")
     p.add_argument("--ema", action="store_true", help="take the EMA weights of a training checkpoint")
@@ -58,9 +62,12 @@ def report_written(model: Any, report: Any, destination: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..weights import convert_checkpoint
+    from ..weights import save_pretrained
+    from ..weights.resolve import resolve_model
 
-    model, report = convert_checkpoint(args.source, args.destination, model=args.model, format=args.format,
-                                       use_ema=args.ema, **parse_overrides(args.overrides))
-    report_written(model, report, args.destination)
+    resolved = resolve_model(args.model, args.source, format=args.format, use_ema=args.ema,
+                             **parse_overrides(args.overrides))
+    save_pretrained(resolved.model, args.destination, classes=resolved.classes, data=resolved.data,
+                    label_set=resolved.label_set)
+    report_written(resolved.model, resolved.report, args.destination)
     return 0

@@ -1,15 +1,17 @@
-"""``tessera evaluate --checkpoint CKPT --data DATA [--json]``: top-1, top-5, loss and
-per-class accuracy of a trained model on a data set, and a confusion-matrix PNG.
+"""``tessera evaluate --model NAME.TAG | --checkpoint SRC --data DATA [--json]``: top-1,
+top-5, loss and per-class accuracy of a model on a data set, and a confusion-matrix PNG.
 
-CKPT is a run directory (its best weights) or a weights file written by ``tessera train``;
-DATA is what the model was trained on: a folder of class folders or a built-in set
-(``digits``, ``moving_digits``: their test split) for images and videos, or an annotation
-list for videos (paths relative to the list's folder, or to ``--video-prefix``).
+The model is published weights (``--model swin_t.ms_in1k``), a run directory or weights
+file of ``tessera train``, or any checkpoint tessera reads (``--checkpoint``), prepared as
+its weights were evaluated. DATA is a folder of class folders, a built-in set (``digits``,
+``moving_digits``: their test split) or, for videos, an annotation list (paths relative to
+the list's folder, or to ``--video-prefix``). Class folders are matched to the model's
+classes by name; for ImageNet weights they may also be named by WordNet synset, as
+ImageNet's own folders are (``n01440764/``, ...).
 
-A video model is scored with the test views of its recipe (``data.num_clips`` clips x
-``data.num_crops`` crops; ``--clips``/``--crops`` change them): the video-level scores
-average the softmax over the views (the official protocol), the clip-level scores take
-every view on its own.
+A video model is scored with its test views (``num_clips`` clips x ``num_crops`` crops;
+``--clips``/``--crops`` change them): the video-level scores average the softmax over the
+views (the official protocol), the clip-level scores take every view on its own.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from . import count
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a trained model on a data set", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="a run directory or a .safetensors file")
+    p.add_argument("--model", help="NAME.TAG of published weights (NAME: its default weights); with --checkpoint, "
+                                   "the architecture of weights that do not name it")
+    p.add_argument("--checkpoint", help="a run directory, or a weights file or directory of any supported format")
     p.add_argument("--data", required=True,
                    help="a folder of class folders, an annotation list (videos), or a built-in set (digits)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -39,20 +43,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _folder_classes(data: str, classes: list[str], label_set: str | None) -> list[str]:
+    """The names the class folders of ``data`` are matched with: the model's class names, or
+    for an ImageNet label set, the WordNet synsets when the folders are named by them."""
+    from ..data.images import find_classes
+    from ..labels import synsets
+
+    ids = synsets(label_set) if label_set else None
+    folder = Path(data)
+    if ids is None or not folder.is_dir():
+        return classes
+    found = find_classes(folder)
+    return ids if found and all(re.fullmatch(r"n\d{8}", f) for f in found) else classes
+
+
 def run(args: argparse.Namespace) -> int:
     from ..data import build_augment, build_dataset
     from ..data.loader import ShardSampler, SkippedSamples, build_loader
-    from ..errors import DataError
+    from ..errors import ConfigError, DataError
     from ..train import distributed
-    from ..train.checkpoint import load_trained_model
     from ..train.evaluation import clip_scores, data_config, evaluate
     from ..train.metrics import ClassificationMeter
     from ..train.plots import plot_confusion
+    from ..weights.resolve import resolve_model
 
+    if args.model is None and args.checkpoint is None:
+        raise ConfigError("give --model NAME.TAG (published weights) or --checkpoint (a run or weights file)")
     info = distributed.DistInfo(device=distributed.resolve_device(args.device))
-    model, run_info = load_trained_model(args.checkpoint, info.device)
+    resolved = resolve_model(args.model, args.checkpoint, default_tag=True, require_weights=True, device=info.device)
+    model, run_info = resolved.model, resolved.run_info()
     d = run_info["data"]
-    cfg = data_config(run_info)  # the training run's data settings
+    cfg = data_config(run_info)  # the weights' data settings
     video = cfg.kind == "video"
     cfg.video_prefix = args.video_prefix  # a list's paths: relative to the list, not to the training's prefix
     if args.clips is not None:
@@ -60,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     if args.crops is not None:
         cfg.num_crops = args.crops
     classes = run_info["classes"]
-    dataset = build_dataset(cfg, "test", classes=classes, source=args.data)
+    dataset = build_dataset(cfg, "test", classes=_folder_classes(args.data, classes, resolved.label_set),
+                            source=args.data)
     loader = build_loader(dataset, ShardSampler(len(dataset)), args.batch_size, args.workers,
                           info.device.type == "cuda")
     skipped = SkippedSamples("evaluation", len(dataset), 1.0)
@@ -74,15 +96,24 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"{args.data}: none of its {len(dataset)} samples could be read (each is named above)")
     if clips is not None:
         res.update(clip_scores(clips, views))
-    per_class = dict(zip(classes, meter.per_class_accuracy()))
+    counts = meter.confusion.sum(1).tolist()
+    # a large label set (ImageNet's) is reported on the classes the data has
+    shown = [i for i, n in enumerate(counts) if n or len(classes) <= 50]
+    accuracy = meter.per_class_accuracy()
+    per_class = {classes[i]: accuracy[i] for i in shown}
     slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(args.data.rstrip("/")).name or "data").strip("-")
-    confusion = Path(args.confusion or Path(run_info["checkpoint"]).parent / f"confusion-{slug}.png")
-    plot_confusion(meter.confusion.cpu().tolist(), classes, confusion, title=f"{args.data} ({res['num_samples']} samples)")
+    source = Path(resolved.source)
+    default_dir = source.parent if source.exists() else Path(".")
+    confusion = Path(args.confusion or default_dir / f"confusion-{slug}.png")
+    matrix = meter.confusion.cpu()[shown][:, shown].tolist()
+    plot_confusion(matrix, [classes[i] for i in shown], confusion,
+                   title=f"{args.data} ({res['num_samples']} samples)")
     if args.json:
         print(json.dumps({**res, "per_class_top1": per_class, "skipped_samples": len(skipped),
-                          "checkpoint": run_info["checkpoint"], "confusion_png": str(confusion)}))
+                          "checkpoint": resolved.source, "model": resolved.name, "confusion_png": str(confusion)}))
         return 0
-    print(f"checkpoint   {run_info['checkpoint']} ({run_info['model']}, epoch {run_info.get('epoch', '?')})")
+    epoch = f", epoch {run_info['epoch']}" if "epoch" in run_info else ""
+    print(f"model        {resolved.name} ({getattr(model, 'model_name', None) or type(model).__name__}{epoch})")
     unit = "videos" if video else "samples"
     print(f"data         {args.data}: {res['num_samples']} {unit}, {len(classes)} classes"
           + (f", {len(skipped)} unreadable skipped" if len(skipped) else ""))
@@ -96,10 +127,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"top-1        {res['top1']:.2f} %")
         print(f"top-5        {res['top5']:.2f} %")
     print(f"loss         {res['loss']:.4f}")
-    print("per-class top-1:")
-    counts = meter.confusion.sum(1).tolist()
-    width = max(len(c) for c in classes)
-    for (name, acc), n in zip(per_class.items(), counts):
+    hidden = len(classes) - len(shown)
+    print("per-class top-1" + (f" ({hidden} classes without samples not shown):" if hidden else ":"))
+    width = max(len(classes[i]) for i in shown)
+    for i in shown:
+        name, acc, n = classes[i], accuracy[i], counts[i]
         print(f"  {name:<{width}}  {acc:6.2f} %  ({n} {unit})" if n else f"  {name:<{width}}     -     (0 {unit})")
     print(f"confusion matrix: {confusion}")
     return 0

@@ -1,6 +1,8 @@
 """``tessera export MODEL_OR_CHECKPOINT --format onnx|torch-export --output FILE``: write a
 model as an ONNX graph or a torch.export program, then run the file and compare it with the
-PyTorch model."""
+PyTorch model. The model is anything the other commands take: a registered name, published
+weights (``swin_t.ms_in1k``), a run directory (``runs/demo``) or its ``best.safetensors``, a
+weights directory or a checkpoint."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a model to ONNX or torch.export, verified by running it",
                        description=__doc__)
     p.add_argument("model", metavar="MODEL_OR_CHECKPOINT",
-                   help="a registered model name, or a weights directory (config.json + model.safetensors)")
+                   help="a registered name (random weights), NAME.TAG (published weights), a run directory or "
+                        "its weights file, a weights directory, or a Swin / Video Swin checkpoint")
     p.add_argument("--format", choices=sorted(SUFFIXES.values()),
                    help="default: from the output's suffix (.onnx, .pt2)")
     p.add_argument("--output", "-o", required=True, type=Path, help="the file to write")
@@ -41,10 +44,16 @@ def run(args: argparse.Namespace) -> int:
     fmt = args.format or SUFFIXES.get(args.output.suffix)
     if fmt is None:
         raise ConfigError(f"{args.output}: give --format onnx or --format torch-export (or a .onnx / .pt2 name)")
-    source = args.checkpoint or (args.model if Path(args.model).is_dir() else None)
-    weights = f"weights from {source}" if source else "random weights; --checkpoint loads trained ones"
+    from ..export import parse_clip
+    from ..weights.resolve import resolve_model
+
+    if args.clip is not None:
+        parse_clip(args.clip)  # a typo is reported before the model is built
+    resolved = resolve_model(args.model, args.checkpoint)
+    weights = f"weights from {resolved.source}" if resolved.has_weights else \
+        "random weights; NAME.TAG or --checkpoint loads trained ones"
     result = export(
-        args.model, fmt, args.output, checkpoint=args.checkpoint, img_size=args.img_size, clip=args.clip,
+        resolved.model, fmt, args.output, img_size=args.img_size, clip=args.clip,
         batch_size=args.batch_size, dynamic_batch=args.dynamic_batch, opset=args.opset, verify=args.verify,
         atol=args.atol,
         on_start=lambda shape: print(f"exporting {args.model} ({weights}) at input {shape} to {fmt} ...", flush=True),

@@ -1,19 +1,49 @@
-"""``tessera list [PATTERN]``: the registered model names."""
+"""``tessera list [PATTERN]``: the registered model names; ``--pretrained``: the published
+weights, ``name.tag`` (what ``create_model``, ``--model`` and every command take), with
+their accuracy, input size, label set and source."""
 
 from __future__ import annotations
 
 import argparse
+import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="list the registered models", description=__doc__)
+    p = sub.add_parser("list", help="list the registered models, or the published weights", description=__doc__)
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'swin*'")
+    p.add_argument("--pretrained", action="store_true", help="list published weights (name.tag) instead")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--markdown", action="store_true",
+                     help="with --pretrained: the README's table (with parameters and GMACs)")
+    out.add_argument("--json", action="store_true", help="with --pretrained: one JSON object per line")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import list_models
+    from ..errors import ConfigError
 
-    for name in list_models(args.pattern):
-        print(name)
+    if not args.pretrained:
+        if args.markdown or args.json:
+            raise ConfigError("--markdown and --json are for --pretrained")
+        from .. import list_models
+
+        for name in list_models(args.pattern):
+            print(name)
+        return 0
+    from ..weights.zoo import get_pretrained, list_pretrained
+    from ..weights.zoo_table import input_size, markdown_table
+
+    names = list_pretrained(args.pattern)
+    if args.markdown:
+        print(markdown_table(args.pattern))
+        return 0
+    if args.json:
+        for name in names:
+            print(json.dumps(get_pretrained(name).to_dict()))
+        return 0
+    entries = [get_pretrained(n) for n in names]
+    width = max((len(n) for n in names), default=10)
+    for e in entries:
+        acc = "   -  " if e.top1 is None else f"{e.top1:6.2f}"
+        print(f"{e.name:<{width}}  {acc}  {input_size(e):>6}  {e.label_set:<22}  {e.sources[0].location}")
     return 0

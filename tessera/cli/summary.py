@@ -11,7 +11,8 @@ from . import count
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("summary", help="parameters, GMACs and stage shapes of a model", description=__doc__)
-    p.add_argument("model", help="a registered model name")
+    p.add_argument("model", help="a registered name, NAME.TAG (the architecture of published weights), a run "
+                                 "directory, or a weights file or directory")
     p.add_argument("--img-size", type=count(1), help="image side (default: the model's own)")
     p.add_argument("--clip", help="video clip size T,H,W (video models)")
     p.add_argument("--num-classes", type=count(0), help="classes of the head (default: the model's own)")
@@ -27,11 +28,12 @@ def stage_shapes(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[str, tup
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import create_model, model_stats
+    from .. import model_stats
     from ..export import input_shape_for
+    from ..weights.resolve import resolve_model
 
     overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
-    model = create_model(args.model, **overrides)
+    model = resolve_model(args.model, load_weights=False, **overrides).model
     shape = input_shape_for(model, args.img_size, args.clip)
     stats = model_stats(model, shape)
     x = torch.zeros(shape)

@@ -48,6 +48,16 @@ def error_reason(error: BaseException, path: str) -> str:
     return text[len(path) + 2 :] if text.startswith(f"{path}: ") else text
 
 
+def read_image(path: str | os.PathLike) -> Image.Image:
+    """The one place image files are read: ``path`` decoded as an RGB PIL image (training,
+    evaluation, prediction and frames folders all come here). Raises ``OSError`` (or
+    Pillow's errors) for a file that cannot be read."""
+    if os.path.getsize(path) == 0:  # Pillow only says it cannot identify it
+        raise OSError("the file is empty")
+    with Image.open(path) as img:
+        return img.convert("RGB")
+
+
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """A PIL RGB image as a ``uint8`` tensor ``(3, H, W)``."""
     return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
@@ -191,11 +201,7 @@ class ImageFolder(ImageDataset):
         self.targets = [t for _, t in self.samples]
 
     def load(self, index: int) -> Image.Image:
-        path = self.samples[index][0]
-        if os.path.getsize(path) == 0:  # Pillow only says it cannot identify it
-            raise OSError("the file is empty")
-        with Image.open(path) as img:
-            return img.convert("RGB")
+        return read_image(self.samples[index][0])
 
     def describe(self, index: int) -> str:
         return self.samples[index][0]

@@ -107,7 +107,10 @@ class PyramidVisionTransformer(TesseraModel):
         attn_drop_rate: dropout on attention weights.
         drop_path_rate: stochastic depth, rising linearly over all blocks to this value.
         norm_eps: epsilon of the blocks' and the final LayerNorm (1e-6 in every official
-            variant; the patch embeddings' LayerNorms keep 1e-5 as in the official code).
+            variant).
+        embed_norm_eps: epsilon of the LayerNorms of the patch embeddings and of the
+            spatial reductions (1e-5 in the official code; Hugging Face's port uses
+            ``norm_eps`` for every LayerNorm, which its weights are loaded with).
 
     Shape: ``(B, in_chans, H, W) -> (B, num_classes)``; ``forward_features`` gives the
     normalised tokens of the last stage ``(B, 1 + ceil(H/32) * ceil(W/32), C)``, class
@@ -131,6 +134,7 @@ class PyramidVisionTransformer(TesseraModel):
         depths: Sequence[int] = (3, 4, 6, 3),
         sr_ratios: Sequence[int] = (8, 4, 2, 1),
         norm_eps: float = 1e-6,
+        embed_norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.num_stages = n = len(depths)
@@ -165,6 +169,9 @@ class PyramidVisionTransformer(TesseraModel):
                 for j in range(depths[i])
             ]
             setattr(self, f"block{i + 1}", nn.ModuleList(blocks))
+        for module in self.modules():  # the embeddings' and reductions' norms (built with the default)
+            if isinstance(module, (PatchEmbed, SpatialReductionAttention)) and module.norm is not None:
+                module.norm.eps = embed_norm_eps
         self.pos_drop = nn.Dropout(drop_rate)
         self.norm = nn.LayerNorm(embed_dims[-1], eps=norm_eps)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dims[-1]))
@@ -272,3 +279,15 @@ def pvt_tiny(**kwargs) -> PyramidVisionTransformer:
 def pvt_small(**kwargs) -> PyramidVisionTransformer:
     """PVT-Small: depths 3-4-6-3, widths 64-128-320-512 (24.5M)."""
     return PyramidVisionTransformer(**{"depths": (3, 4, 6, 3), "drop_path_rate": 0.1, **kwargs})
+
+
+@register_model
+def pvt_medium(**kwargs) -> PyramidVisionTransformer:
+    """PVT-Medium: depths 3-4-18-3, widths 64-128-320-512 (44.2M)."""
+    return PyramidVisionTransformer(**{"depths": (3, 4, 18, 3), "drop_path_rate": 0.3, **kwargs})
+
+
+@register_model
+def pvt_large(**kwargs) -> PyramidVisionTransformer:
+    """PVT-Large: depths 3-8-27-3, widths 64-128-320-512 (61.4M)."""
+    return PyramidVisionTransformer(**{"depths": (3, 8, 27, 3), "drop_path_rate": 0.3, **kwargs})

@@ -38,7 +38,7 @@ from ..data.mixup import Mixup
 from ..errors import CheckpointError, ConfigError, TesseraError
 from ..losses import classification_loss
 from ..registry import create_model
-from ..weights import load_checkpoint
+from ..weights.resolve import load_weights_into, stored_architecture
 from . import distributed
 from .checkpoint import (
     load_state,
@@ -184,15 +184,23 @@ class Trainer:
         """The recipe's model for the data's classes; ``model.pretrained`` is loaded for a new
         run (a resumed one has its weights in its state)."""
         m, d = self.recipe.model, self.recipe.data
-        args = {**data_kind(d.kind).model_kwargs(d), **m.args}
+        # weights that record their model (a run, a tessera directory, name.tag) are fine-tuned as
+        # that model, unless they are another kind of data's (image weights inflated into a video model)
+        stored = stored_architecture(m.pretrained) if m.pretrained else None
+        name, base = m.name, {}
+        if stored is not None and stored.kind == d.kind:
+            name, base = stored.name, {k: v for k, v in stored.args.items() if k != "num_classes"}
+        args = {**base, **data_kind(d.kind).model_kwargs(d), **m.args}
         if args.get("num_classes", len(self.classes)) != len(self.classes):
             raise ConfigError(f"model.args.num_classes={args['num_classes']} but the data has {len(self.classes)} classes")
         args["num_classes"] = len(self.classes)
-        model = create_model(m.name, **args)
+        model = create_model(name, **args)
         self.load_report = None
         if m.pretrained and load_pretrained:
             # printed with the run's description (inflation, resized tables, a new head)
-            self.load_report = load_checkpoint(model, m.pretrained, use_ema=m.pretrained_ema, verbose=False)
+            self.load_report = load_weights_into(model, m.pretrained, use_ema=m.pretrained_ema, verbose=False)
+            if base:
+                self.load_report.notes.insert(0, f"the model is {name} with the arguments {m.pretrained} records")
         if m.grad_checkpointing:
             model.set_grad_checkpointing(True)
         return model

@@ -268,3 +268,30 @@ def _same_structure(name: str, args: Mapping[str, Any]) -> bool:
     defaults = registered_args(name)[1]
     return all(_normalise(k, defaults.get(k), 2) == _normalise(k, v, 2) for k, v in args.items()
                if k in STRUCTURE)
+
+
+#: arguments that change neither the shapes of the weights nor what they are trained for
+#: (dropout rates, the head's size, numerical details a port may set differently)
+NOT_STRUCTURAL = ("drop_rate", "drop_path_rate", "attn_drop_rate", "proj_drop_rate", "num_classes", "act_layer",
+                  "norm_eps", "embed_norm_eps")
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b) and \
+            all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def match_arguments(cls: type, args: Mapping[str, Any]) -> str | None:
+    """The registered model of class ``cls`` whose arguments equal ``args`` except
+    :data:`NOT_STRUCTURAL` ones (any family), or None."""
+    from ..registry import list_models
+
+    for name in list_models():
+        model_cls, defaults = registered_args(name)
+        if model_cls is not cls:
+            continue
+        if all(_same(defaults.get(k), v) for k, v in args.items() if k not in NOT_STRUCTURAL and k in defaults):
+            return name
+    return None

@@ -46,9 +46,12 @@ def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
+def save_pretrained(model: nn.Module, directory: str | os.PathLike, classes: list[str] | None = None,
+                    data: Mapping[str, Any] | None = None, label_set: str | None = None) -> Path:
     """Write ``model`` to ``directory`` (created if needed) in tessera's format: its config
-    (class, registered name, every constructor argument) and its weights.
+    (class, registered name, every constructor argument) and its weights; with them, what the
+    model predicts (``label_set``, one of :mod:`tessera.labels`, or the ``classes`` names) and
+    how its input is prepared (``data``, a data config), when given.
 
     Returns the directory. Raises :class:`ConfigError` for a model that cannot be rebuilt
     from JSON (not a tessera model, or arguments that are not JSON values).
@@ -61,6 +64,12 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
         raise ConfigError(f"cannot save {type(model).__name__}: arguments {', '.join(bad)} are not JSON values")
     config = {"name": getattr(model, "model_name", None), "class": type(model).__name__, "args": args,
               "format_version": FORMAT_VERSION}
+    if label_set is not None:
+        config["label_set"] = label_set
+    elif classes is not None:
+        config["classes"] = list(classes)
+    if data is not None:
+        config["data"] = {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -80,7 +89,7 @@ def _config_text(config: Mapping[str, Any]) -> str:
     """JSON with one line per entry (and per argument), lists kept on their line."""
     lines = []
     for key, value in config.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             inner = ",\n".join(f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in value.items())
             lines.append(f"  {json.dumps(key)}: {{\n{inner}\n  }}")
         else:
@@ -197,9 +206,11 @@ def inflate_checkpoint(
     model: str,
     format: str | None = None,
     use_ema: bool = False,
+    source_name: str | None = None,
     **overrides: Any,
 ) -> tuple[nn.Module, LoadReport]:
-    """Inflate an image checkpoint into the registered video model ``model`` (see
+    """Inflate an image checkpoint (a file, a directory or a state dict, named
+    ``source_name`` in messages) into the registered video model ``model`` (see
     :func:`tessera.weights.adapt.inflate_image_to_video`) and write it in tessera's format.
     The video model keeps its own class count unless ``num_classes`` is given."""
     net = create_model(model, **overrides)
@@ -207,6 +218,7 @@ def inflate_checkpoint(
     if conv is None or conv.dim() != 5:
         raise ConfigError(f"{model} is not a video model with a 3-D patch embedding; inflation needs one")
     sd, report = read_converted(source, format, use_ema)
+    report.source = source_name or report.source
     image_conv = sd.get(PATCH_CONV)
     if image_conv is None or image_conv.dim() != 4:
         shape = "none" if image_conv is None else tuple(image_conv.shape)
