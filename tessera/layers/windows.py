@@ -6,6 +6,11 @@ inside each window with a relative-position bias and, after a shift, a mask that
 tokens of regions that were not neighbours apart; then undo it all. Everything here works
 for any number of axes; the models differ only in the tuples they pass.
 
+Where a map is not a multiple of the window, implementations disagree on the window, the
+shift, the padding and their order; a :class:`SizeRule` (``official``, ``torchvision``,
+``timm``) fixes each of them per axis, at construction and at run time, and the plan of a
+stage records the result.
+
 Tensors on a grid are channels-last: ``(B, *grid, C)``. Windows are ``(B * nW, N, C)`` with
 ``N = prod(window)`` tokens in raster order inside each window and windows in raster order
 over the window grid -- the order of the official ``window_partition``.
@@ -22,7 +27,8 @@ Two ways to compute the same function use this module:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -33,7 +39,7 @@ MASK_VALUE = -100.0
 
 
 # ---------------------------------------------------------------------------------------
-# Sizes
+# Sizes, and the size rules: what a stage does when its map is not a multiple of the window
 # ---------------------------------------------------------------------------------------
 
 
@@ -57,6 +63,119 @@ def effective_window(
 def padded_size(grid: Sequence[int], window: Sequence[int]) -> tuple[int, ...]:
     """The grid rounded up to a multiple of the window on every axis."""
     return tuple(-(-g // w) * w for g, w in zip(grid, window))
+
+
+@dataclass(frozen=True)
+class WindowSizes:
+    """What a stage does on one input grid, per axis: the effective window and odd-block
+    shift, the grid padded (zeros at the end) to a multiple of that window, and the order of
+    the two: ``shift_first`` rolls the grid before padding it (timm), else the padded grid
+    is rolled (the official code, torchvision)."""
+
+    window: tuple[int, ...]
+    shift: tuple[int, ...]
+    padded: tuple[int, ...]
+    shift_first: bool = False
+
+
+def official_sizes(grid: Sequence[int], window: Sequence[int], shift: Sequence[int]) -> WindowSizes:
+    """The official rule at run time (the official Video Swin's, and the image model's for
+    sizes the official image code refuses): clamp the window per axis to the grid
+    (:func:`effective_window`), pad to a multiple of it, then roll."""
+    win, sft = effective_window(grid, window, shift)
+    return WindowSizes(win, sft, padded_size(grid, win))
+
+
+def torchvision_sizes(grid: Sequence[int], window: Sequence[int], shift: Sequence[int]) -> WindowSizes:
+    """torchvision's rule at run time: the window is never clamped, the grid is padded to a
+    multiple of it (a 6-token axis with a 7-token window holds one token of padding), and an
+    axis whose padded length is no larger than the window is not shifted."""
+    padded = padded_size(grid, window)
+    sft = tuple(0 if p <= w else int(s) for p, w, s in zip(padded, window, shift))
+    return WindowSizes(tuple(int(w) for w in window), sft, padded)
+
+
+def timm_sizes(grid: Sequence[int], window: Sequence[int], shift: Sequence[int]) -> WindowSizes:
+    """timm's rule at run time: the window and shift fixed at construction (clamped there to
+    the map at ``img_size``) are kept; the grid is rolled first, then padded."""
+    window = tuple(int(w) for w in window)
+    return WindowSizes(window, tuple(int(s) for s in shift), padded_size(grid, window), shift_first=True)
+
+
+def official_stage_window(map_size: Sequence[int] | None, window: Sequence[int]):
+    """The official image model at construction: a stage whose map at ``img_size`` is no
+    larger than the window on its shorter side gets a square window of that side and no
+    shift (``min(input_resolution) <= window_size``). Returns ``(window, shift)``."""
+    window = tuple(window)
+    if map_size is not None and min(map_size) <= min(window):
+        return (min(map_size),) * len(window), (0,) * len(window)
+    return window, tuple(w // 2 for w in window)
+
+
+def torchvision_stage_window(map_size: Sequence[int] | None, window: Sequence[int]):
+    """torchvision at construction: every stage keeps the window and half of it as shift."""
+    return tuple(window), tuple(w // 2 for w in window)
+
+
+def timm_stage_window(map_size: Sequence[int] | None, window: Sequence[int]):
+    """timm at construction: per axis, a map no larger than the window clamps the window to
+    the map and removes the shift on that axis only."""
+    if map_size is None:
+        return torchvision_stage_window(None, window)
+    win = tuple(min(m, w) for m, w in zip(map_size, window))
+    return win, tuple(0 if m <= w else w // 2 for m, w in zip(map_size, window))
+
+
+@dataclass(frozen=True)
+class SizeRule:
+    """How a Swin sizes its windows for maps that are not a multiple of the window.
+
+    Attributes:
+        name: ``official``, ``torchvision`` or ``timm``.
+        stage_window: ``(map at img_size or None, window) -> (window, shift)`` of a stage
+            when the model is built; the window is the one its bias table is made for.
+        sizes: ``(grid, window, shift) -> WindowSizes`` on the grid of an actual input.
+        patch_remainder: pixels that do not fill a patch are zero-padded (``pad``) or
+            dropped (``crop``, what a strided convolution does).
+    """
+
+    name: str
+    stage_window: Callable[[Sequence[int] | None, Sequence[int]], tuple[tuple[int, ...], tuple[int, ...]]]
+    sizes: Callable[[Sequence[int], Sequence[int], Sequence[int]], WindowSizes]
+    patch_remainder: str
+
+    def patch_grid(self, size: Sequence[int], patch: Sequence[int]) -> tuple[int, ...]:
+        """The grid of patches of an input of ``size``."""
+        if self.patch_remainder == "crop":
+            return tuple(s // p for s, p in zip(size, patch))
+        return tuple(-(-s // p) for s, p in zip(size, patch))
+
+    def stage_grids(self, size: Sequence[int], patch: Sequence[int], num_stages: int,
+                    merged_axes: int = 2) -> list[tuple[int, ...]]:
+        """The map of each stage for an input of ``size``: the patch grid, then halved on
+        the last ``merged_axes`` axes by each patch merging, which pads an odd side (so a
+        side of 25 becomes 13, not 12)."""
+        grid = self.patch_grid(size, patch)
+        grids = [grid]
+        for _ in range(num_stages - 1):
+            lead = len(grid) - merged_axes
+            grid = grid[:lead] + tuple(-(-g // 2) for g in grid[lead:])
+            grids.append(grid)
+        return grids
+
+
+SIZE_RULES: dict[str, SizeRule] = {
+    "official": SizeRule("official", official_stage_window, official_sizes, "pad"),
+    "torchvision": SizeRule("torchvision", torchvision_stage_window, torchvision_sizes, "crop"),
+    "timm": SizeRule("timm", timm_stage_window, timm_sizes, "crop"),
+}
+
+
+def size_rule(name: str) -> SizeRule:
+    """The :class:`SizeRule` called ``name``."""
+    if name not in SIZE_RULES:
+        raise ValueError(f"unknown size_rule {name!r}; expected one of {', '.join(SIZE_RULES)}")
+    return SIZE_RULES[name]
 
 
 # ---------------------------------------------------------------------------------------
@@ -237,22 +356,27 @@ def window_order(padded: Sequence[int], window: Sequence[int], shift: Sequence[i
 
 
 class WindowPlan:
-    """Windows of one stage for a given input grid: the effective (clamped) window and shift,
-    the padded grid, the shift mask and, for grids that need no padding, the gathers of the
-    fast path. Blocks with an even index use no shift, blocks with an odd index ``shift``.
+    """Windows of one stage for a given input grid: the effective window and shift (from the
+    model's size rule, recorded in ``rule``), the padded grid, whether the grid is rolled
+    before it is padded (``shift_first``), the shift mask and, for grids that need no
+    padding, the gathers of the fast path. Blocks with an even index use no shift, blocks
+    with an odd index ``shift``.
 
     Everything is computed once, when the plan is made (plain attributes, so that
     ``torch.compile`` can trace through a plan made inside a compiled region).
     """
 
     def __init__(self, grid: tuple[int, ...], window: tuple[int, ...], shift: tuple[int, ...],
-                 device: torch.device) -> None:
+                 device: torch.device, shift_first: bool = False, rule: str = "official") -> None:
         self.grid, self.window, self.shift, self.device = grid, window, shift, device
+        self.shift_first, self.rule = shift_first, rule
         self.padded = padded_size(grid, window)
         self.needs_pad = self.padded != grid
         self.shifted = any(shift)
         self.tokens_per_window = prod(window)
         self.num_windows = prod([p // w for p, w in zip(self.padded, window)])
+        # the regions of the shifted windows are those of the padded grid in either order
+        # (what the official code, timm and torchvision all compute)
         mask = shifted_window_mask(self.padded, window, shift)
         self.mask = None if mask is None else mask.to(device)
         # The fast path's gathers, only for grids that need no padding (with padding the MLP
@@ -272,6 +396,28 @@ class WindowPlan:
                 ("shifted", "raster"): inv_shifted,
             }
             self.orders = {k: v.to(device) for k, v in orders.items()}
+
+    def partition(self, x: torch.Tensor, shifted: bool) -> torch.Tensor:
+        """``(B, *grid, C) -> (B * nW, N, C)``: pad, roll (for a shifted block; in the rule's
+        order) and cut into windows, as the reference code does."""
+        if shifted and self.shift_first:
+            x = cyclic_shift(x, self.shift)
+        x = pad_grid(x, self.padded)
+        if shifted and not self.shift_first:
+            x = cyclic_shift(x, self.shift)
+        return window_partition(x, self.window)
+
+    def reverse(self, windows: torch.Tensor, shifted: bool) -> torch.Tensor:
+        """The inverse of :meth:`partition`: ``(B * nW, N, C) -> (B, *grid, C)``, padding
+        removed."""
+        x = window_reverse(windows, self.window, self.padded)
+        if shifted and not self.shift_first:
+            x = cyclic_shift(x, self.shift, reverse=True)
+        if self.needs_pad:
+            x = x[(slice(None), *[slice(0, g) for g in self.grid])]
+        if shifted and self.shift_first:
+            x = cyclic_shift(x, self.shift, reverse=True)
+        return x
 
     def reorder(self, tokens: torch.Tensor, source: str, target: str) -> torch.Tensor:
         """Move the tokens ``(B, L, C)`` of this grid from one order to another: ``raster``
@@ -315,23 +461,29 @@ _PLANS: dict[tuple, WindowPlan] = {}
 
 
 def get_plan(
-    grid: Sequence[int], window: Sequence[int], shift: Sequence[int], device: torch.device
+    grid: Sequence[int], window: Sequence[int], shift: Sequence[int], device: torch.device,
+    rule: str = "official",
 ) -> WindowPlan:
     """The cached :class:`WindowPlan` of a stage with window ``window`` and odd-block shift
-    ``shift`` on an input grid ``grid`` (clamped per axis as the official Video Swin)."""
-    win, sft = effective_window(grid, window, shift)
+    ``shift`` on an input grid ``grid``, sized by the size rule ``rule`` (see
+    :class:`SizeRule`; ``official`` clamps per axis as the official Video Swin)."""
     grid = tuple(int(g) for g in grid)
-    key = (grid, win, sft, str(device))
+    sizes = size_rule(rule).sizes(grid, window, shift)
+    key = (grid, sizes, rule, str(device))
     if torch.compiler.is_compiling():
         # Traced: never store a plan made here (its tensors may be fake). A plan made eagerly
         # before an export is used as it is, so that its gathers become constants.
         if torch.compiler.is_exporting() and key in _PLANS:
             return _PLANS[key]
-        return WindowPlan(grid, win, sft, torch.device(device))
+        return _make_plan(grid, sizes, device, rule)
     plan = _PLANS.get(key)
     if plan is None:
         if len(_PLANS) > 256:  # many input sizes: keep memory bounded
             _PLANS.clear()
         with outside_inference_mode():
-            plan = _PLANS[key] = WindowPlan(grid, win, sft, torch.device(device))
+            plan = _PLANS[key] = _make_plan(grid, sizes, device, rule)
     return plan
+
+
+def _make_plan(grid: tuple[int, ...], sizes: WindowSizes, device, rule: str) -> WindowPlan:
+    return WindowPlan(grid, sizes.window, sizes.shift, torch.device(device), sizes.shift_first, rule)

@@ -35,7 +35,8 @@ from ..layers.helpers import autocast_enabled, check_input, init_linear_trunc_no
 from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resize_pos_embed
-from ..layers.windows import WindowPlan, cyclic_shift, get_plan, pad_grid, window_partition, window_reverse
+from ..layers.windows import WindowPlan, get_plan
+from ..layers.windows import size_rule as get_size_rule
 from ..registry import register_model
 from .base import TesseraModel, maybe_checkpoint
 
@@ -78,26 +79,18 @@ class SwinBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, plan: WindowPlan, fused: bool = False) -> torch.Tensor:
         """Partition path, written as the official code: pad, roll, partition, attend,
-        reverse, roll back, crop. ``fused`` computes the attention with one
+        reverse, roll back, crop (timm's size rule rolls before padding). ``fused`` computes the attention with one
         scaled-dot-product kernel instead of the official step-by-step reference."""
         shifted = self.is_shifted(plan)
         shortcut = x
-        x = pad_grid(self.norm1(x), plan.padded)
-        if shifted:
-            x = cyclic_shift(x, plan.shift)
-        windows = window_partition(x, plan.window)
+        windows = plan.partition(self.norm1(x), shifted)  # pad and roll, in the size rule's order
         if fused:  # (B * nW, N, C) is (B, nW * N, C) in memory: tokens in window order
             b = x.shape[0]
             windows = self.attn.forward_windows(windows.view(b, -1, windows.shape[-1]), plan, shifted)
             windows = windows.view(-1, plan.tokens_per_window, windows.shape[-1])
         else:
             windows = self.attn(windows, plan.window, plan.mask if shifted else None)
-        x = window_reverse(windows, plan.window, plan.padded)
-        if shifted:
-            x = cyclic_shift(x, plan.shift, reverse=True)
-        if plan.needs_pad:
-            x = x[(slice(None), *[slice(0, g) for g in plan.grid])]
-        x = shortcut + self.drop_path(x)
+        x = shortcut + self.drop_path(plan.reverse(windows, shifted))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
     def forward_windows(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
@@ -151,7 +144,9 @@ class PatchMerging(nn.Module):
 
 class SwinStage(nn.Module):
     """A stage of Swin blocks, alternating regular and shifted windows, with the patch
-    merging at its end (official layout: ``layers.{i}.downsample``).
+    merging at its end (official layout: ``layers.{i}.downsample``). ``window_size`` and
+    ``shift_size`` are the stage's own (after the model's size rule clamped them at
+    construction); ``size_rule`` sizes the windows on each input's grid.
 
     Shape: ``(B, *grid, C) -> (B, *grid', C')`` (grid halved in space and C doubled when
     there is a downsample).
@@ -173,10 +168,12 @@ class SwinStage(nn.Module):
         norm_layer: type[nn.Module] = nn.LayerNorm,
         downsample: bool = False,
         bias_index_mode: str = "exact",
+        size_rule: str = "official",
     ) -> None:
         super().__init__()
         self.window_size = tuple(window_size)
         self.shift_size = tuple(shift_size)
+        self.size_rule = size_rule
         zero = (0,) * len(self.window_size)
         drop_path = list(drop_path) or [0.0] * depth
         self.blocks = nn.ModuleList(
@@ -191,7 +188,7 @@ class SwinStage(nn.Module):
         self.fast_path = True
 
     def plan(self, grid: Sequence[int], device: torch.device) -> WindowPlan:
-        return get_plan(grid, self.window_size, self.shift_size, device)
+        return get_plan(grid, self.window_size, self.shift_size, device, self.size_rule)
 
     def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
         """The blocks without the downsample: ``(B, *grid, C) -> (B, *grid, C)``."""
@@ -245,6 +242,7 @@ class _SwinBase(TesseraModel):
         head_drop_rate: float,
         clamp_at_construction: bool,
         bias_index_mode: str,
+        size_rule: str = "official",
         norm_layer: type[nn.Module] = nn.LayerNorm,
     ) -> None:
         super().__init__()
@@ -260,12 +258,18 @@ class _SwinBase(TesseraModel):
         self.window_size = tuple(window_size)
         self.img_size = tuple(img_size) if img_size is not None else None
         self.ape = ape
+        rule = get_size_rule(size_rule)
+        self.size_rule = rule.name
+        # each stage's map at img_size, as patch embedding and merging really make it
+        stage_grids = (rule.stage_grids(self.img_size, self.patch_size, len(depths))
+                       if self.img_size is not None else [None] * len(depths))
 
-        self.patch_embed = PatchEmbed(self.patch_size, in_chans, embed_dim, norm=patch_norm)
+        self.patch_embed = PatchEmbed(self.patch_size, in_chans, embed_dim, norm=patch_norm,
+                                      remainder=rule.patch_remainder)
         if ape:
             if self.img_size is None:
                 raise ValueError("ape=True needs img_size to know the grid of the position embedding")
-            self.patch_grid = tuple(s // p for s, p in zip(self.img_size, self.patch_size))
+            self.patch_grid = stage_grids[0]
             self.absolute_pos_embed = nn.Parameter(torch.zeros(1, int(torch.tensor(self.patch_grid).prod()), embed_dim))
             nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
         self.pos_drop = nn.Dropout(drop_rate)
@@ -273,15 +277,9 @@ class _SwinBase(TesseraModel):
         dpr = drop_path_rates(drop_path_rate, sum(depths))  # linear over all blocks
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
-            window = self.window_size
-            shift = tuple(w // 2 for w in window)
-            if clamp_at_construction and self.img_size is not None:
-                # official 2D: a stage whose map is no larger than the window at img_size
-                # gets a square window of the map's size and no shift
-                res = [s // p // 2**i for s, p in zip(self.img_size, self.patch_size)]
-                if min(res) <= min(window):
-                    window = (min(res),) * ndim
-                    shift = (0,) * ndim
+            # the window the stage's bias table is made for, and its shift: the image model
+            # fits them to the stage's map at img_size, as its size rule says
+            window, shift = rule.stage_window(stage_grids[i] if clamp_at_construction else None, self.window_size)
             self.layers.append(
                 SwinStage(
                     dim=int(embed_dim * 2**i),
@@ -298,6 +296,7 @@ class _SwinBase(TesseraModel):
                     norm_layer=norm_layer,
                     downsample=i < self.num_layers - 1,
                     bias_index_mode=bias_index_mode,
+                    size_rule=rule.name,
                 )
             )
         # one entry per stage output of forward_intermediates (see tessera.models.features)
@@ -410,7 +409,8 @@ class SwinTransformer(_SwinBase):
 
     Args (the official names):
         img_size: the training resolution. It fixes, as the official code, which stages have
-            a window no smaller than their map (window clamped, no shift); other input sizes
+            a window no smaller than their map (window clamped, no shift); each stage's map
+            is what patch merging makes of it (odd sides rounded up). Other input sizes
             work too (the grid is padded to the window).
         patch_size: patch side (4).
         in_chans: input channels.
@@ -428,9 +428,15 @@ class SwinTransformer(_SwinBase):
         patch_norm: LayerNorm after the patch embedding.
         use_checkpoint: gradient checkpointing from the start.
         head_drop_rate: dropout before the head.
+        size_rule: how windows fit maps that are not a multiple of the window (sizes the
+            official code refuses): ``official`` (the default: the official rule, extended),
+            ``torchvision`` or ``timm``, to reproduce weights fine-tuned at such sizes in
+            those libraries. See :class:`tessera.layers.windows.SizeRule`; with maps that
+            are multiples of the window (224, 384) all three are the same function.
 
     Shape: ``(B, in_chans, H, W) -> (B, num_classes)``; ``forward_features`` gives
-    ``(B, C * 8, ceil(H / 32), ceil(W / 32))`` for four stages.
+    ``(B, C * 8, ceil(H / 32), ceil(W / 32))`` for four stages (``floor(H / 4)`` patches
+    instead of ``ceil`` with the ``torchvision`` and ``timm`` rules).
     """
 
     def __init__(
@@ -453,6 +459,7 @@ class SwinTransformer(_SwinBase):
         patch_norm: bool = True,
         use_checkpoint: bool = False,
         head_drop_rate: float = 0.0,
+        size_rule: str = "official",
     ) -> None:
         img = to_ntuple(img_size, 2, "img_size")
         super().__init__(
@@ -462,6 +469,7 @@ class SwinTransformer(_SwinBase):
             qk_scale=qk_scale, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
             drop_path_rate=drop_path_rate, ape=ape, patch_norm=patch_norm, use_checkpoint=use_checkpoint,
             head_drop_rate=head_drop_rate, clamp_at_construction=True, bias_index_mode="exact",
+            size_rule=size_rule,
         )
         self.default_cfg["input_size"] = (in_chans, *img)
         if img[0] >= 384:
