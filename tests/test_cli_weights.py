@@ -27,6 +27,10 @@ def test_convert_every_golden_checkpoint_without_naming_the_model(golden, source
     out = capsys.readouterr().out
     assert f"(format: {fmt})" in out and f"to {tmp_path / 'out'}" in out
     model = tessera.from_pretrained(tmp_path / "out").eval()
+    if case["x"].dim() == 4:  # image models keep the size rule of the library that made the weights
+        rule = {"timm_swin": "timm", "torchvision_swin": "torchvision"}.get(fmt, "official")
+        assert json.loads((tmp_path / "out" / "config.json").read_text())["args"]["size_rule"] == rule
+        assert model.size_rule == rule
     with torch.no_grad():
         logits = model(case["x"][:1])
     torch.testing.assert_close(logits, case["logits"][:1], atol=1e-4, rtol=1e-4)

@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def report_written(model: Any, report: Any, destination: str) -> None:
-    print(report)
+    print(report)  # every note once: the conversion itself was quiet (verbose=False)
     name = getattr(model, "model_name", None) or type(model).__name__
     print(f"wrote {name} to {destination}")
 
@@ -61,6 +61,6 @@ def run(args: argparse.Namespace) -> int:
     from ..weights import convert_checkpoint
 
     model, report = convert_checkpoint(args.source, args.destination, model=args.model, format=args.format,
-                                       use_ema=args.ema, **parse_overrides(args.overrides))
+                                       use_ema=args.ema, verbose=False, **parse_overrides(args.overrides))
     report_written(model, report, args.destination)
     return 0

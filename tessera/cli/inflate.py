@@ -25,6 +25,6 @@ def run(args: argparse.Namespace) -> int:
     from ..weights import inflate_checkpoint
 
     model, report = inflate_checkpoint(args.source, args.destination, model=args.model, format=args.format,
-                                       use_ema=args.ema, **parse_overrides(args.overrides))
+                                       use_ema=args.ema, verbose=False, **parse_overrides(args.overrides))
     report_written(model, report, args.destination)
     return 0

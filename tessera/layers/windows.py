@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -65,8 +66,7 @@ def padded_size(grid: Sequence[int], window: Sequence[int]) -> tuple[int, ...]:
     return tuple(-(-g // w) * w for g, w in zip(grid, window))
 
 
-@dataclass(frozen=True)
-class WindowSizes:
+class WindowSizes(NamedTuple):
     """What a stage does on one input grid, per axis: the effective window and odd-block
     shift, the grid padded (zeros at the end) to a multiple of that window, and the order of
     the two: ``shift_first`` rolls the grid before padding it (timm), else the padded grid
@@ -176,6 +176,27 @@ def size_rule(name: str) -> SizeRule:
     if name not in SIZE_RULES:
         raise ValueError(f"unknown size_rule {name!r}; expected one of {', '.join(SIZE_RULES)}")
     return SIZE_RULES[name]
+
+
+def rules_agree(first: str, second: str, size: Sequence[int], patch: Sequence[int], window: Sequence[int],
+                num_stages: int) -> bool:
+    """Whether two size rules make an image Swin of these sizes, built for and run at
+    ``size``, compute the same function: the same patch grid, and in every stage the same
+    table window, shift, effective window, padding (and, where a shifted grid is padded,
+    the same order of the two)."""
+    a, b = size_rule(first), size_rule(second)
+    if a.patch_grid(size, patch) != b.patch_grid(size, patch):
+        return False
+    for grid in a.stage_grids(size, patch, num_stages):
+        built_a, built_b = a.stage_window(grid, window), b.stage_window(grid, window)
+        if built_a[0] != built_b[0]:  # the tables' window
+            return False
+        sizes_a, sizes_b = a.sizes(grid, *built_a), b.sizes(grid, *built_b)
+        if (sizes_a.window, sizes_a.shift, sizes_a.padded) != (sizes_b.window, sizes_b.shift, sizes_b.padded):
+            return False
+        if any(sizes_a.shift) and sizes_a.padded != tuple(grid) and sizes_a.shift_first != sizes_b.shift_first:
+            return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------
