@@ -89,11 +89,11 @@ def run(args: argparse.Namespace) -> int:
         test = _train("demo", "digits:test", args.overrides, out)["test"]
         print(f"test top-1: {test['top1']:.2f} %  (top-5 {test['top5']:.2f} %, {test['num_samples']} held-out digits, "
               f"{out / test['checkpoint']})")
-        from PIL import Image
+        from ..data.images import read_image
 
         model, info = load_trained_model(out)
         samples = write_samples(out / "samples", info["data"]["img_size"])
-        predictions = predict_images(model, info, [Image.open(p) for p, _ in samples], top_k=3)
+        predictions = predict_images(model, info, [read_image(p) for p, _ in samples], top_k=3)
         pattern = "samples/*.png"
         evaluate = "digits"
     for (path, truth), top in zip(samples, predictions):

@@ -24,12 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _predict_image(model, info, path: str, top_k: int):
-    from PIL import Image
-
+    from ..data.images import read_image
     from ..train.evaluation import predict_images
 
-    with Image.open(path) as img:
-        return predict_images(model, info, [img], top_k)[0]
+    return predict_images(model, info, [read_image(path)], top_k)[0]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,6 @@
-"""Image data sets: an ImageFolder reader and the base class the built-in sets share.
+"""Image data sets: an ImageFolder reader and the base class the built-in sets share, and
+:func:`read_image`, the one function through which tessera reads an image file (training,
+evaluation, prediction, frames folders of videos).
 
 Samples are decoded with Pillow and cropped to a fixed size in the DataLoader's worker
 processes; they leave the workers as ``uint8`` tensors ``(3, H, W)``. Augmentation that
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from ..errors import DataError
@@ -46,6 +48,56 @@ def error_reason(error: BaseException, path: str) -> str:
     text = (getattr(error, "strerror", None) or str(error)).strip()
     text = text.splitlines()[0] if text else type(error).__name__
     return text[len(path) + 2 :] if text.startswith(f"{path}: ") else text
+
+
+#: Pillow's modes of 16-bit unsigned samples
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+#: EXIF's orientation tag
+_ORIENTATION = 0x0112
+
+
+def _full_scale(values: np.ndarray) -> float:
+    """The range a sample container without a fixed depth (Pillow's 32-bit ``I`` and ``F``)
+    was written for: the smallest of 0-1 (floats only), 0-255, 0-65535 and the 32-bit range
+    that holds its largest value. A 16-bit PNG or PGM that a decoder widened to ``I`` is
+    16-bit; an 8-bit image stored as integers stays 8-bit."""
+    top = float(np.nanmax(values)) if values.size else 0.0
+    floats = np.issubdtype(values.dtype, np.floating)
+    for scale in ((1.0,) if floats else ()) + (255.0, 65535.0, 2.0**31 - 1):
+        if top <= scale:
+            return scale
+    return top
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """An image as 8-bit RGB, as it is meant to be seen.
+
+    * Turned upright by its EXIF orientation (a phone photo stored sideways).
+    * Samples deeper than 8 bits are scaled to 0-255, never clipped: 16-bit images
+      (``I;16``) by 255/65535; 32-bit integer (``I``) and float (``F``) images over the range
+      they were written for (see :func:`_full_scale`: floats in 0-1 are the convention of
+      scientific and HDR tools). Pillow's own ``convert("RGB")`` clips them, so that a 16-bit
+      photograph becomes white.
+    * Everything else (palette, grey, CMYK, alpha) is converted by Pillow; alpha is dropped.
+    """
+    if img.getexif().get(_ORIENTATION, 1) != 1:
+        img = ImageOps.exif_transpose(img)
+    if img.mode in _SIXTEEN_BIT_MODES or img.mode in ("I", "F"):
+        values = np.asarray(img)
+        full = 65535.0 if img.mode in _SIXTEEN_BIT_MODES else _full_scale(values)
+        values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=full, neginf=0.0)
+        img = Image.fromarray(np.clip(np.rint(values * (255.0 / full)), 0, 255).astype(np.uint8), "L")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def read_image(path: str | os.PathLike) -> Image.Image:
+    """Read an image file as 8-bit RGB, upright (:func:`to_rgb`). Raises ``OSError`` (and
+    Pillow's errors) for a file that cannot be read; an empty file says so."""
+    if os.path.getsize(path) == 0:  # Pillow only says it cannot identify it
+        raise OSError("the file is empty")
+    with Image.open(path) as img:
+        img.load()  # decoded now: the file closes when this block ends
+        return to_rgb(img)
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
@@ -191,11 +243,7 @@ class ImageFolder(ImageDataset):
         self.targets = [t for _, t in self.samples]
 
     def load(self, index: int) -> Image.Image:
-        path = self.samples[index][0]
-        if os.path.getsize(path) == 0:  # Pillow only says it cannot identify it
-            raise OSError("the file is empty")
-        with Image.open(path) as img:
-            return img.convert("RGB")
+        return read_image(self.samples[index][0])
 
     def describe(self, index: int) -> str:
         return self.samples[index][0]

@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image
 
 from ...errors import DataError
-from ..images import IMG_EXTENSIONS
+from ..images import IMG_EXTENSIONS, read_image
 from ..transforms import RESAMPLE
 
 #: file endings read as videos (case-insensitive)
@@ -281,8 +281,7 @@ class FrameFolder(FrameSourceBase):
         return len(self.files)
 
     def _load(self, i: int) -> np.ndarray:
-        with Image.open(self.files[i]) as img:
-            return np.asarray(img.convert("RGB"))
+        return np.asarray(read_image(self.files[i]))
 
     def read(self, indices: Sequence[int], short_side: int | None = None) -> np.ndarray:
         wanted = _check_indices(indices, self.num_frames, self.path)
