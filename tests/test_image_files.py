@@ -1,6 +1,6 @@
-"""Image files as they come: 16-bit, 32-bit integer and float samples, EXIF orientation, and
-one reader behind every path that opens an image (training, evaluation, prediction, video
-frames folders)."""
+"""Image files and class folders as they come: 16-bit, 32-bit integer and float samples,
+EXIF orientation, one reader behind every path that opens an image (training, evaluation,
+prediction, video frames folders), and class folders without samples."""
 
 import re
 from pathlib import Path
@@ -12,6 +12,7 @@ from PIL import Image
 import tessera
 from tessera.data import ImageFolder
 from tessera.data.images import read_image, to_rgb
+from tessera.errors import DataError
 from tessera.data.video.io import FrameFolder
 from tessera.train.evaluation import predict_images
 
@@ -119,3 +120,50 @@ def test_an_empty_file_is_named_as_such(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(OSError, match="the file is empty"):
         read_image(tmp_path / "empty.png")
+
+
+# -- class folders without samples ---------------------------------------------------------
+
+
+def _folders(root: Path, kinds: dict) -> Path:
+    for name, files in kinds.items():
+        (root / name).mkdir(parents=True)
+        for f in files:
+            Image.fromarray(GREY).save(root / name / f)
+    return root
+
+
+def test_an_empty_class_folder_is_refused_naming_it(tmp_path):
+    root = _folders(tmp_path / "train", {"cat": ["a.png"], "dog": [], "eel": ["b.png"]})
+    (root / "dog" / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match=r"train/dog: a class folder without images; remove it, or leave empty "
+                                        r"classes out with data.skip_empty_classes=true") as e:
+        ImageFolder(root)
+    assert "\n" not in str(e.value)
+
+
+def test_empty_class_folders_are_left_out_when_asked(tmp_path, caplog):
+    root = _folders(tmp_path / "train", {"cat": ["a.png"], "dog": [], "eel": ["b.png", "c.png"]})
+    folder = ImageFolder(root, skip_empty_classes=True)
+    assert folder.classes == ["cat", "eel"] and folder.targets == [0, 1, 1]
+    assert "left out 1 empty class folders (data.skip_empty_classes): dog" in caplog.text
+    # a validation folder may lack samples of a class
+    val = _folders(tmp_path / "val", {"cat": [], "eel": ["d.png"]})
+    assert ImageFolder(val, classes=folder.classes).targets == [1]
+
+
+def test_an_empty_video_class_folder_is_refused_or_left_out(tmp_path):
+    from tessera.data import build_dataset
+    from tessera.train.recipe import DataConfig
+
+    root = tmp_path / "videos"
+    (root / "empty").mkdir(parents=True)
+    frames = root / "wave" / "clip1"
+    frames.mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(GREY).save(frames / f"{i}.png")
+    cfg = DataConfig(kind="video", root=str(root), img_size=32, clip_len=2, frame_interval=1)
+    with pytest.raises(DataError, match=r"videos/empty: a class folder without videos"):
+        build_dataset(cfg, "train")
+    cfg.skip_empty_classes = True
+    assert build_dataset(cfg, "train").classes == ["wave"]

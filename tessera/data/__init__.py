@@ -112,7 +112,8 @@ def build_image_dataset(cfg: DataConfig, source: str, split: str, classes: Seque
                         seed: int) -> ImageDataset:
     transform = _image_transform(cfg, split)
     if Path(source).is_dir():
-        return ImageFolder(source, classes=classes, transform=transform, seed=seed)
+        return ImageFolder(source, classes=classes, transform=transform, seed=seed,
+                           skip_empty_classes=cfg.skip_empty_classes)
     name, _, which = source.partition(":")
     if name in BUILTIN_IMAGE_SETS:
         ds = BUILTIN_IMAGE_SETS[name](which or split, size=cfg.img_size, transform=transform, seed=seed)

@@ -170,16 +170,24 @@ def find_classes(root: Path) -> list[str]:
 
 def class_folder_samples(root: Path, classes: Sequence[str] | None,
                          files_under: Callable[[Path], tuple[list[Path], list[Path]]], none_found: str,
-                         not_samples: str) -> tuple[list[str], list[tuple[str, int]]]:
+                         not_samples: str, skip_empty_classes: bool = False,
+                         noun: str = "samples") -> tuple[list[str], list[tuple[str, int]]]:
     """``(classes, [(path, label)])`` of a folder of class folders: ``files_under(class
     folder)`` gives a class's samples and the files it leaves out, which are named once in a
     warning (``"{root}: ignored N {not_samples}: ..."``). ``classes`` fixes the class order (a
     validation folder takes the training folder's; a folder of another name is an error), by
     default the sub-directories of ``root``. No sample at all is a DataError ``"{root}: no
-    {none_found}"``."""
+    {none_found}"``.
+
+    When the classes come from the folder, a class folder without samples would give the
+    model an output for a class it has no data of (torchvision's ImageFolder refuses it too):
+    it is a DataError naming the folder (``noun``: what the samples are called), or, with
+    ``skip_empty_classes``, it is left out of the classes with a warning. (A validation
+    folder may lack samples of some classes.)"""
     if not root.is_dir():
         raise DataError(f"{root}: no such directory")
     found = find_classes(root)
+    from_folder = classes is None
     if classes is None:
         classes = found
     else:
@@ -187,16 +195,25 @@ def class_folder_samples(root: Path, classes: Sequence[str] | None,
         if unknown:
             raise DataError(f"{root}: class folders not among the model's {len(classes)} classes: "
                             f"{', '.join(unknown[:10])}")
-    samples: list[tuple[str, int]] = []
+    per_class: dict[str, list[Path]] = {}
     ignored: list[Path] = []
-    for idx, name in enumerate(classes):
+    for name in classes:
         if (root / name).is_dir():
-            found_here, left_out = files_under(root / name)
-            samples += [(str(p), idx) for p in found_here]
+            per_class[name], left_out = files_under(root / name)
             ignored += left_out
     report_ignored(root, ignored, not_samples)
-    if not samples:
+    if not any(per_class.values()):
         raise DataError(f"{root}: no {none_found}")
+    empty = [name for name in classes if from_folder and not per_class.get(name)]
+    if empty and not skip_empty_classes:
+        more = f" (and {len(empty) - 1} more empty class folders)" if len(empty) > 1 else ""
+        raise DataError(f"{root / empty[0]}: a class folder without {noun}{more}; remove it, or leave empty "
+                        f"classes out with data.skip_empty_classes=true")
+    if empty:
+        log.warning("%s: left out %d empty class folders (data.skip_empty_classes): %s", root, len(empty),
+                    ", ".join(empty))
+        classes = [name for name in classes if name not in empty]
+    samples = [(str(p), idx) for idx, name in enumerate(classes) for p in per_class.get(name, [])]
     return list(classes), samples
 
 
@@ -230,16 +247,18 @@ class ImageFolder(ImageDataset):
             the sub-directories of ``root``.
         transform: worker-side crop (see :mod:`tessera.data.transforms`).
         seed: the seed of the per-sample random generators.
+        skip_empty_classes: leave class folders without images out of the classes (with a
+            warning) instead of refusing them; see :func:`class_folder_samples`.
     """
 
     def __init__(self, root: str | os.PathLike, classes: Sequence[str] | None = None,
-                 transform: Transform | None = None, seed: int = 0) -> None:
+                 transform: Transform | None = None, seed: int = 0, skip_empty_classes: bool = False) -> None:
         super().__init__(transform, seed)
         self.root = Path(root)
         self.classes, self.samples = class_folder_samples(
             self.root, classes, _images_under,
             f"images found (expected {self.root}/<class>/<image> with one of {', '.join(IMG_EXTENSIONS)})",
-            "files that are not images (by their ending)")
+            "files that are not images (by their ending)", skip_empty_classes, "images")
         self.targets = [t for _, t in self.samples]
 
     def load(self, index: int) -> Image.Image:

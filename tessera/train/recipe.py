@@ -63,6 +63,9 @@ class DataConfig:
     num_workers: int = 8
     #: stop with a DataError when more than this fraction of a split cannot be read
     max_bad_fraction: float = 0.01
+    #: a training class folder without samples is an error (false) or left out of the classes
+    #: with a warning (true)
+    skip_empty_classes: bool = False
     # -- videos (data.kind=video); img_size is the side of the square crop ---------------
     #: frames per clip, and the step between them
     clip_len: int = 32
