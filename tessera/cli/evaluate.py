@@ -39,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _top5(value: float | None, before: str = "") -> str:
+    """`` top-5 x %`` where top-5 is reported (more than five classes), else nothing."""
+    return "" if value is None else f"{before}top-5 {value:.2f} %"
+
+
 def run(args: argparse.Namespace) -> int:
     from ..data import build_augment, build_dataset
     from ..data.loader import ShardSampler, SkippedSamples, build_loader
@@ -88,13 +93,14 @@ def run(args: argparse.Namespace) -> int:
           + (f", {len(skipped)} unreadable skipped" if len(skipped) else ""))
     if video:
         protocol = f"{cfg.num_clips if not cfg.frame_uniform else 1} clips x {cfg.num_crops} crops"
-        print(f"video level  top-1 {res['top1']:.2f} %  top-5 {res['top5']:.2f} %  "
+        print(f"video level  top-1 {res['top1']:.2f} %{_top5(res['top5'], '  ')}  "
               f"(softmax averaged over {views} views: {protocol})")
-        print(f"clip level   top-1 {res['clip_top1']:.2f} %  top-5 {res['clip_top5']:.2f} %  "
+        print(f"clip level   top-1 {res['clip_top1']:.2f} %{_top5(res['clip_top5'], '  ')}  "
               f"({res['num_clips']} views scored one by one)")
     else:
         print(f"top-1        {res['top1']:.2f} %")
-        print(f"top-5        {res['top5']:.2f} %")
+        if res["top5"] is not None:
+            print(f"top-5        {res['top5']:.2f} %")
     print(f"loss         {res['loss']:.4f}")
     print("per-class top-1:")
     counts = meter.confusion.sum(1).tolist()
