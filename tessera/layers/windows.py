@@ -27,6 +27,7 @@ Two ways to compute the same function use this module:
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -327,15 +328,29 @@ def relative_position_index(window: Sequence[int], table_window: Sequence[int] |
     this is the official index; with a smaller ``window`` it picks the true offsets out of
     the larger table.
     """
-    table_window = tuple(table_window or window)
-    coords = torch.stack(torch.meshgrid(*[torch.arange(w) for w in window], indexing="ij"))
+    window, table_window = tuple(int(w) for w in window), tuple(int(w) for w in (table_window or window))
+    if torch.compiler.is_compiling():
+        return _relative_position_index(window, table_window, None)
+    # the same few windows come up in every block: computed once on the CPU (a 3-D window
+    # has 392^2 entries, and under a dispatch mode such as the FLOP counter every operator
+    # is slow), then copied to the default device (the meta device for a model built there)
+    index = _cached_relative_position_index(window, table_window, "cpu")
+    return index.to(torch.get_default_device(), copy=True)
+
+
+def _relative_position_index(window: tuple[int, ...], table_window: tuple[int, ...],
+                             device: str | None) -> torch.Tensor:
+    coords = torch.stack(torch.meshgrid(*[torch.arange(w, device=device) for w in window], indexing="ij"))
     coords = coords.flatten(1)  # (n, N)
     rel = coords[:, :, None] - coords[:, None, :]  # (n, N, N): query minus key
-    index = torch.zeros(rel.shape[1:], dtype=torch.long)
+    index = torch.zeros(rel.shape[1:], dtype=torch.long, device=device)
     for axis, w in enumerate(table_window):
         stride = prod([2 * v - 1 for v in table_window[axis + 1 :]])
         index += (rel[axis] + w - 1) * stride
     return index
+
+
+_cached_relative_position_index = functools.lru_cache(maxsize=64)(_relative_position_index)
 
 
 def clamped_bias_index(
