@@ -12,8 +12,8 @@ from PIL import Image
 import tessera
 from tessera.data import ImageFolder
 from tessera.data.images import read_image, to_rgb
-from tessera.errors import DataError
 from tessera.data.video.io import FrameFolder
+from tessera.errors import DataError
 from tessera.train.evaluation import predict_images
 
 RNG = np.random.default_rng(0)

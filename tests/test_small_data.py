@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+from digit_folders import write_digit_folder
 
 import tessera
 from tessera.cli import main
@@ -17,8 +18,6 @@ from tessera.errors import DataError
 from tessera.train import Trainer, load_recipe
 from tessera.train.metrics import ClassificationMeter, significant
 from tessera.train.recipe import fit_to_data
-
-from digit_folders import write_digit_folder
 
 #: the README's fine-tuning command on a tiny model and 32-pixel images
 SMALL_MODEL = ["model.args.embed_dim=16", "model.args.depths=[2,2]", "model.args.num_heads=[1,2]",
@@ -122,6 +121,7 @@ def test_top5_only_with_more_than_five_classes(classes, top5):
 def test_a_class_too_small_to_validate_trains_without_validation(tmp_path):
     from tessera.data import build_train_and_val
 
-    recipe = load_recipe("demo", [f"data.root={write_digit_folder(tmp_path / 'one', per_class=1)}", "data.val_root=null"])
+    root = write_digit_folder(tmp_path / "one", per_class=1)
+    recipe = load_recipe("demo", [f"data.root={root}", "data.val_root=null"])
     train, val, notes = build_train_and_val(recipe.data)
     assert val is None and len(train) == 3 and "none is held out" in notes[0]

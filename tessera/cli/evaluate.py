@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a folder of class folders, an annotation list (videos), or a built-in set (digits)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--batch-size", type=count(1), default=64, help="samples (videos: with all their views) per batch")
-    p.add_argument("--workers", type=count(0), default=2)
+    p.add_argument("--workers", type=count(0), help="DataLoader workers (default: the cores available, at most 8)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--confusion", help="where to write the confusion matrix (default: beside the checkpoint)")
     p.add_argument("--video-prefix", help="videos: the folder an annotation list's paths are relative to")
@@ -46,7 +46,7 @@ def _top5(value: float | None, before: str = "") -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import build_augment, build_dataset
-    from ..data.loader import ShardSampler, SkippedSamples, build_loader
+    from ..data.loader import ShardSampler, SkippedSamples, build_loader, default_num_workers
     from ..errors import DataError
     from ..train import distributed
     from ..train.checkpoint import load_trained_model
@@ -66,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
         cfg.num_crops = args.crops
     classes = run_info["classes"]
     dataset = build_dataset(cfg, "test", classes=classes, source=args.data)
-    loader = build_loader(dataset, ShardSampler(len(dataset)), args.batch_size, args.workers,
-                          info.device.type == "cuda")
+    workers = args.workers if args.workers is not None else default_num_workers()
+    loader = build_loader(dataset, ShardSampler(len(dataset)), args.batch_size, workers, info.device.type == "cuda")
     skipped = SkippedSamples("evaluation", len(dataset), 1.0)
     views = getattr(dataset, "num_views", 1)
     clips = ClassificationMeter(len(classes), info.device) if video else None

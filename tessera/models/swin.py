@@ -19,6 +19,10 @@ official behaviour:
   that the official code rejects.
 * the bias of a window clamped at run time on a spatial axis: the video model slices the
   index as the official code does (see :func:`tessera.layers.windows.clamped_bias_index`).
+
+At sizes the official image code refuses, the image model follows its ``size_rule``
+(``official``, ``torchvision`` or ``timm``; :class:`tessera.layers.windows.SizeRule`): each
+stage's window, shift and padding, at construction and at run time, as that code has them.
 """
 
 from __future__ import annotations
@@ -79,8 +83,9 @@ class SwinBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, plan: WindowPlan, fused: bool = False) -> torch.Tensor:
         """Partition path, written as the official code: pad, roll, partition, attend,
-        reverse, roll back, crop (timm's size rule rolls before padding). ``fused`` computes the attention with one
-        scaled-dot-product kernel instead of the official step-by-step reference."""
+        reverse, roll back, crop (timm's size rule rolls before it pads: ``plan.partition``).
+        ``fused`` computes the attention with one scaled-dot-product kernel instead of the
+        official step-by-step reference."""
         shifted = self.is_shifted(plan)
         shortcut = x
         windows = plan.partition(self.norm1(x), shifted)  # pad and roll, in the size rule's order

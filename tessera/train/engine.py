@@ -430,8 +430,8 @@ class Trainer:
                 rate = samples / max(time.perf_counter() - t0, 1e-9)
                 bar.update(1)
                 if loss is not None:
-                    bar.set_postfix({"loss": f"{loss:.4f}", "lr": f"{self.last_lr:.2e}", f"{unit}/s": significant(rate)},
-                                    refresh=False)
+                    postfix = {"loss": f"{loss:.4f}", "lr": f"{self.last_lr:.2e}", f"{unit}/s": significant(rate)}
+                    bar.set_postfix(postfix, refresh=False)
                 every = r.train.save_every_steps
                 stop = self._should_stop()
                 if step + 1 < self.steps_per_epoch and (stop or (every and self.global_step % every == 0)):
