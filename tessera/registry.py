@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,25 @@ def suggest_models(name: str, n: int = 3) -> list[str]:
     """The registered names closest to ``name``."""
     _ensure_loaded()
     return difflib.get_close_matches(name, list(_MODELS), n=n, cutoff=0.5)
+
+
+def close_names(pattern: str, n: int = 5) -> list[str]:
+    """Registered names close to a name or a shell-style pattern that matches none (its
+    letters without the wildcards, compared with whole names and with their beginnings;
+    case is ignored), closest first."""
+    _ensure_loaded()
+    core = re.sub(r"[*?\[\]]", "", pattern).lower()
+    if not core:
+        return []
+
+    def score(name: str) -> float:
+        name = name.lower()
+        whole = difflib.SequenceMatcher(None, core, name).ratio()
+        start = difflib.SequenceMatcher(None, core, name[: len(core)]).ratio()
+        return max(whole, start)
+
+    scored = sorted(((score(name), name) for name in _MODELS), key=lambda s: (-s[0], s[1]))
+    return [name for value, name in scored[:n] if value >= 0.6]
 
 
 def model_entrypoint(name: str) -> Callable[..., nn.Module]:

@@ -43,8 +43,9 @@ def test_any_recipe_trains_on_image_folders_then_evaluate_and_predict(folders, t
     assert caplog.text.count("corrupt.jpg") == 1  # reported once, though seen every epoch
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
-    for key in ("train_loss", "val_loss", "val_top1", "val_top5", "lr", "images_per_s"):
+    for key in ("train_loss", "val_loss", "val_top1", "lr", "images_per_s"):
         assert all(isinstance(r[key], float) for r in rows), key
+    assert all(r["val_top5"] is None for r in rows)  # 3 classes: top-5 says nothing
     assert rows[-1]["skipped_samples"] == 1
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     info = read_run_info(out / "best.safetensors")
@@ -59,7 +60,7 @@ def test_any_recipe_trains_on_image_folders_then_evaluate_and_predict(folders, t
     assert main(["evaluate", "--checkpoint", str(out), "--data", str(val), "--json", "--workers", "0"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["num_samples"] == 12 and set(res["per_class_top1"]) == {"0", "1", "7"}
-    assert {"top1", "top5", "loss"} <= set(res) and res["top5"] == 100.0  # 3 classes: top-5 is everything
+    assert {"top1", "top5", "loss"} <= set(res) and res["top5"] is None  # 3 classes: no top-5
     assert Path(res["confusion_png"]).read_bytes()[:4] == b"\x89PNG"
     tested = json.loads((out / "test.json").read_text())  # the run's own test of its best weights
     assert tested["num_samples"] == 12 and tested["top1"] == pytest.approx(res["top1"])
@@ -74,7 +75,7 @@ def test_any_recipe_trains_on_image_folders_then_evaluate_and_predict(folders, t
 
     assert main(["evaluate", "--checkpoint", str(out / "last.safetensors"), "--data", str(val), "--workers", "0"]) == 0
     text = capsys.readouterr().out
-    assert "top-1" in text and "per-class top-1:" in text and "(4 samples)" in text
+    assert "top-1" in text and "per-class top-1:" in text and "(4 samples)" in text and "top-5" not in text
 
     assert main(["predict", "--checkpoint", str(out), str(files[0]), str(files[-1]), "--top-k", "2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -86,7 +87,7 @@ def test_any_recipe_trains_on_image_folders_then_evaluate_and_predict(folders, t
     # fine-tuning: the trained weights with a new head for two other classes
     other = write_digit_folder(out.parent / "other", classes=("3", "8"), per_class=8)
     tuned = out.parent / "tuned"
-    assert main(["train", "--config", "demo", f"data.root={other}", "data.val_root=null", *TINY,
+    assert main(["train", "--config", "demo", f"data.root={other}", "data.val_root=null", "data.val_split=0", *TINY,
                  f"model.pretrained={out / 'best.safetensors'}", "train.max_steps=1", "--output", str(tuned)]) == 0
     start, after = load_file(out / "best.safetensors"), load_state(tuned / "state.pt")["model"]
     assert after["head.weight"].shape == (2, start["head.weight"].shape[1])
@@ -265,7 +266,7 @@ def test_too_many_unreadable_images_stop_the_run(tmp_path, capsys, caplog):
     train = write_digit_folder(tmp_path / "train", per_class=4)
     for i in range(3):
         (train / "0" / f"empty{i}.png").write_bytes(b"")
-    code = main(["train", "--config", "demo", f"data.root={train}", "data.val_root=null", *TINY,
+    code = main(["train", "--config", "demo", f"data.root={train}", "data.val_root=null", "data.val_split=0", *TINY,
                  "--output", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("tessera train: error: ")

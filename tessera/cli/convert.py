@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def report_written(model: Any, report: Any, destination: str) -> None:
-    print(report)
+    print(report)  # every note once: the conversion itself was quiet (verbose=False)
     name = getattr(model, "model_name", None) or type(model).__name__
     print(f"wrote {name} to {destination}")
 
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from ..weights import save_pretrained
     from ..weights.resolve import resolve_model
 
-    resolved = resolve_model(args.model, args.source, format=args.format, use_ema=args.ema,
+    resolved = resolve_model(args.model, args.source, format=args.format, use_ema=args.ema, verbose=False,
                              **parse_overrides(args.overrides))
     save_pretrained(resolved.model, args.destination, classes=resolved.classes, data=resolved.data,
                     label_set=resolved.label_set)

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a folder of class folders, an annotation list (videos), or a built-in set (digits)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--batch-size", type=count(1), default=64, help="samples (videos: with all their views) per batch")
-    p.add_argument("--workers", type=count(0), default=2)
+    p.add_argument("--workers", type=count(0), help="DataLoader workers (default: the cores available, at most 8)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--confusion", help="where to write the confusion matrix (default: beside the checkpoint)")
     p.add_argument("--video-prefix", help="videos: the folder an annotation list's paths are relative to")
@@ -57,9 +57,14 @@ def _folder_classes(data: str, classes: list[str], label_set: str | None) -> lis
     return ids if found and all(re.fullmatch(r"n\d{8}", f) for f in found) else classes
 
 
+def _top5(value: float | None, before: str = "") -> str:
+    """`` top-5 x %`` where top-5 is reported (more than five classes), else nothing."""
+    return "" if value is None else f"{before}top-5 {value:.2f} %"
+
+
 def run(args: argparse.Namespace) -> int:
     from ..data import build_augment, build_dataset
-    from ..data.loader import ShardSampler, SkippedSamples, build_loader
+    from ..data.loader import ShardSampler, SkippedSamples, build_loader, default_num_workers
     from ..errors import ConfigError, DataError
     from ..train import distributed
     from ..train.evaluation import clip_scores, data_config, evaluate
@@ -83,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
     classes = run_info["classes"]
     dataset = build_dataset(cfg, "test", classes=_folder_classes(args.data, classes, resolved.label_set),
                             source=args.data)
-    loader = build_loader(dataset, ShardSampler(len(dataset)), args.batch_size, args.workers,
-                          info.device.type == "cuda")
+    workers = args.workers if args.workers is not None else default_num_workers()
+    loader = build_loader(dataset, ShardSampler(len(dataset)), args.batch_size, workers, info.device.type == "cuda")
     skipped = SkippedSamples("evaluation", len(dataset), 1.0)
     views = getattr(dataset, "num_views", 1)
     clips = ClassificationMeter(len(classes), info.device) if video else None
@@ -119,13 +124,14 @@ def run(args: argparse.Namespace) -> int:
           + (f", {len(skipped)} unreadable skipped" if len(skipped) else ""))
     if video:
         protocol = f"{cfg.num_clips if not cfg.frame_uniform else 1} clips x {cfg.num_crops} crops"
-        print(f"video level  top-1 {res['top1']:.2f} %  top-5 {res['top5']:.2f} %  "
+        print(f"video level  top-1 {res['top1']:.2f} %{_top5(res['top5'], '  ')}  "
               f"(softmax averaged over {views} views: {protocol})")
-        print(f"clip level   top-1 {res['clip_top1']:.2f} %  top-5 {res['clip_top5']:.2f} %  "
+        print(f"clip level   top-1 {res['clip_top1']:.2f} %{_top5(res['clip_top5'], '  ')}  "
               f"({res['num_clips']} views scored one by one)")
     else:
         print(f"top-1        {res['top1']:.2f} %")
-        print(f"top-5        {res['top5']:.2f} %")
+        if res["top5"] is not None:
+            print(f"top-5        {res['top5']:.2f} %")
     print(f"loss         {res['loss']:.4f}")
     hidden = len(classes) - len(shown)
     print("per-class top-1" + (f" ({hidden} classes without samples not shown):" if hidden else ":"))

@@ -30,9 +30,9 @@ def run(args: argparse.Namespace) -> int:
 
     source, fmt = args.source, args.format
     if stored_architecture(args.source) is not None:  # published weights, a run, a tessera directory
-        resolved = resolve_model(None, args.source, use_ema=args.ema)
+        resolved = resolve_model(None, args.source, use_ema=args.ema, verbose=False)
         source, fmt = resolved.model.state_dict(), "tessera"
     model, report = inflate_checkpoint(source, args.destination, model=args.model, format=fmt, use_ema=args.ema,
-                                       source_name=str(args.source), **parse_overrides(args.overrides))
+                                       source_name=str(args.source), verbose=False, **parse_overrides(args.overrides))
     report_written(model, report, args.destination)
     return 0

@@ -83,6 +83,7 @@ def finish_message(summary: dict, output: str, world_size: int = 1) -> str:
         lines.append(f"best validation top-1: {summary['best_val_top1']:.2f} %")
     if "test" in summary:
         t = summary["test"]
-        lines.append(f"test top-1: {t['top1']:.2f} %  top-5: {t['top5']:.2f} %  ({t['num_samples']} samples)")
+        top5 = f"  top-5: {t['top5']:.2f} %" if t.get("top5") is not None else ""
+        lines.append(f"test top-1: {t['top1']:.2f} %{top5}  ({t['num_samples']} samples)")
     lines.append(f"evaluate: tessera evaluate --checkpoint {output} --data TEST_DIR")
     return "\n".join(lines)

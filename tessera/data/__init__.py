@@ -22,14 +22,16 @@ from .augment import ImageAugment, VideoAugment
 from .digits import Digits
 from .images import BadSample, ImageDataset, ImageFolder
 from .mixup import Mixup
+from .splits import SubsetDataset, stratified_split
 from .transforms import RandomResizedCropFlip, ResizeCenterCrop
 
 if TYPE_CHECKING:
     from ..train.recipe import AugmentConfig, DataConfig
 
 __all__ = [
-    "BadSample", "DataKind", "Digits", "ImageAugment", "ImageDataset", "ImageFolder", "Mixup", "VideoAugment",
-    "build_augment", "build_dataset", "data_kind", "register_data_kind", "split_root",
+    "BadSample", "DataKind", "Digits", "ImageAugment", "ImageDataset", "ImageFolder", "Mixup", "SubsetDataset",
+    "VideoAugment", "build_augment", "build_dataset", "build_train_and_val", "data_kind", "register_data_kind",
+    "split_root", "stratified_split",
 ]
 
 #: the recipe key of each split's source
@@ -87,6 +89,26 @@ def build_dataset(cfg: DataConfig, split: str = "train", classes: Sequence[str] 
     return data_kind(cfg.kind).build(cfg, str(source), split, classes, seed)
 
 
+def build_train_and_val(cfg: DataConfig, seed: int = 0) -> tuple[Dataset, Dataset | None, list[str]]:
+    """The training and the validation set of a recipe, and a line saying where the
+    validation set comes from when it is held out: ``data.val_root`` when given; else
+    ``data.val_split`` of the training source, stratified and drawn with ``seed`` (the
+    held-out samples get the evaluation crop and are not trained on); else none."""
+    train = build_dataset(cfg, "train", seed=seed)
+    if cfg.val_root:
+        return train, build_dataset(cfg, "val", classes=train.classes, seed=seed), []
+    if not cfg.val_split:
+        return train, None, []
+    kept, held = stratified_split(train.targets, cfg.val_split, seed)
+    if not held:
+        return train, None, [f"data.val_split={cfg.val_split:g}: every class has a single sample, none is held "
+                             f"out; training without validation (give data.val_root)"]
+    val = build_dataset(cfg, "val", classes=train.classes, seed=seed, source=cfg.root)
+    note = (f"no data.val_root: {len(held)} of the {len(train)} training samples held out for validation "
+            f"(data.val_split={cfg.val_split:g}, stratified, seed {seed})")
+    return SubsetDataset(train, kept), SubsetDataset(val, held), [note]
+
+
 def build_augment(cfg: DataConfig, augment: AugmentConfig | None, mean: Sequence[float],
                   std: Sequence[float]) -> nn.Module:
     """The device-side pipeline: training augmentation with ``augment``, else evaluation."""
@@ -112,7 +134,8 @@ def build_image_dataset(cfg: DataConfig, source: str, split: str, classes: Seque
                         seed: int) -> ImageDataset:
     transform = _image_transform(cfg, split)
     if Path(source).is_dir():
-        return ImageFolder(source, classes=classes, transform=transform, seed=seed)
+        return ImageFolder(source, classes=classes, transform=transform, seed=seed,
+                           skip_empty_classes=cfg.skip_empty_classes)
     name, _, which = source.partition(":")
     if name in BUILTIN_IMAGE_SETS:
         ds = BUILTIN_IMAGE_SETS[name](which or split, size=cfg.img_size, transform=transform, seed=seed)

@@ -1,4 +1,6 @@
-"""Image data sets: an ImageFolder reader and the base class the built-in sets share.
+"""Image data sets: an ImageFolder reader and the base class the built-in sets share, and
+:func:`read_image`, the one function through which tessera reads an image file (training,
+evaluation, prediction, frames folders of videos).
 
 Samples are decoded with Pillow and cropped to a fixed size in the DataLoader's worker
 processes; they leave the workers as ``uint8`` tensors ``(3, H, W)``. Augmentation that
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from ..errors import DataError
@@ -48,14 +50,55 @@ def error_reason(error: BaseException, path: str) -> str:
     return text[len(path) + 2 :] if text.startswith(f"{path}: ") else text
 
 
+#: Pillow's modes of 16-bit unsigned samples
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+#: EXIF's orientation tag
+_ORIENTATION = 0x0112
+
+
+def _full_scale(values: np.ndarray) -> float:
+    """The range a sample container without a fixed depth (Pillow's 32-bit ``I`` and ``F``)
+    was written for: the smallest of 0-1 (floats only), 0-255, 0-65535 and the 32-bit range
+    that holds its largest value. A 16-bit PNG or PGM that a decoder widened to ``I`` is
+    16-bit; an 8-bit image stored as integers stays 8-bit."""
+    top = float(np.nanmax(values)) if values.size else 0.0
+    floats = np.issubdtype(values.dtype, np.floating)
+    for scale in ((1.0,) if floats else ()) + (255.0, 65535.0, 2.0**31 - 1):
+        if top <= scale:
+            return scale
+    return top
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """An image as 8-bit RGB, as it is meant to be seen.
+
+    * Turned upright by its EXIF orientation (a phone photo stored sideways).
+    * Samples deeper than 8 bits are scaled to 0-255, never clipped: 16-bit images
+      (``I;16``) by 255/65535; 32-bit integer (``I``) and float (``F``) images over the range
+      they were written for (see :func:`_full_scale`: floats in 0-1 are the convention of
+      scientific and HDR tools). Pillow's own ``convert("RGB")`` clips them, so that a 16-bit
+      photograph becomes white.
+    * Everything else (palette, grey, CMYK, alpha) is converted by Pillow; alpha is dropped.
+    """
+    if img.getexif().get(_ORIENTATION, 1) != 1:
+        img = ImageOps.exif_transpose(img)
+    if img.mode in _SIXTEEN_BIT_MODES or img.mode in ("I", "F"):
+        values = np.asarray(img)
+        full = 65535.0 if img.mode in _SIXTEEN_BIT_MODES else _full_scale(values)
+        values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=full, neginf=0.0)
+        img = Image.fromarray(np.clip(np.rint(values * (255.0 / full)), 0, 255).astype(np.uint8), "L")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
 def read_image(path: str | os.PathLike) -> Image.Image:
-    """The one place image files are read: ``path`` decoded as an RGB PIL image (training,
-    evaluation, prediction and frames folders all come here). Raises ``OSError`` (or
-    Pillow's errors) for a file that cannot be read."""
+    """The one place image files are read (training, evaluation, prediction and frames
+    folders all come here): ``path`` as 8-bit RGB, upright (:func:`to_rgb`). Raises ``OSError`` (and
+    Pillow's errors) for a file that cannot be read; an empty file says so."""
     if os.path.getsize(path) == 0:  # Pillow only says it cannot identify it
         raise OSError("the file is empty")
     with Image.open(path) as img:
-        return img.convert("RGB")
+        img.load()  # decoded now: the file closes when this block ends
+        return to_rgb(img)
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
@@ -128,16 +171,24 @@ def find_classes(root: Path) -> list[str]:
 
 def class_folder_samples(root: Path, classes: Sequence[str] | None,
                          files_under: Callable[[Path], tuple[list[Path], list[Path]]], none_found: str,
-                         not_samples: str) -> tuple[list[str], list[tuple[str, int]]]:
+                         not_samples: str, skip_empty_classes: bool = False,
+                         noun: str = "samples") -> tuple[list[str], list[tuple[str, int]]]:
     """``(classes, [(path, label)])`` of a folder of class folders: ``files_under(class
     folder)`` gives a class's samples and the files it leaves out, which are named once in a
     warning (``"{root}: ignored N {not_samples}: ..."``). ``classes`` fixes the class order (a
     validation folder takes the training folder's; a folder of another name is an error), by
     default the sub-directories of ``root``. No sample at all is a DataError ``"{root}: no
-    {none_found}"``."""
+    {none_found}"``.
+
+    When the classes come from the folder, a class folder without samples would give the
+    model an output for a class it has no data of (torchvision's ImageFolder refuses it too):
+    it is a DataError naming the folder (``noun``: what the samples are called), or, with
+    ``skip_empty_classes``, it is left out of the classes with a warning. (A validation
+    folder may lack samples of some classes.)"""
     if not root.is_dir():
         raise DataError(f"{root}: no such directory")
     found = find_classes(root)
+    from_folder = classes is None
     if classes is None:
         classes = found
     else:
@@ -145,16 +196,25 @@ def class_folder_samples(root: Path, classes: Sequence[str] | None,
         if unknown:
             raise DataError(f"{root}: class folders not among the model's {len(classes)} classes: "
                             f"{', '.join(unknown[:10])}")
-    samples: list[tuple[str, int]] = []
+    per_class: dict[str, list[Path]] = {}
     ignored: list[Path] = []
-    for idx, name in enumerate(classes):
+    for name in classes:
         if (root / name).is_dir():
-            found_here, left_out = files_under(root / name)
-            samples += [(str(p), idx) for p in found_here]
+            per_class[name], left_out = files_under(root / name)
             ignored += left_out
     report_ignored(root, ignored, not_samples)
-    if not samples:
+    if not any(per_class.values()):
         raise DataError(f"{root}: no {none_found}")
+    empty = [name for name in classes if from_folder and not per_class.get(name)]
+    if empty and not skip_empty_classes:
+        more = f" (and {len(empty) - 1} more empty class folders)" if len(empty) > 1 else ""
+        raise DataError(f"{root / empty[0]}: a class folder without {noun}{more}; remove it, or leave empty "
+                        f"classes out with data.skip_empty_classes=true")
+    if empty:
+        log.warning("%s: left out %d empty class folders (data.skip_empty_classes): %s", root, len(empty),
+                    ", ".join(empty))
+        classes = [name for name in classes if name not in empty]
+    samples = [(str(p), idx) for idx, name in enumerate(classes) for p in per_class.get(name, [])]
     return list(classes), samples
 
 
@@ -188,16 +248,18 @@ class ImageFolder(ImageDataset):
             the sub-directories of ``root``.
         transform: worker-side crop (see :mod:`tessera.data.transforms`).
         seed: the seed of the per-sample random generators.
+        skip_empty_classes: leave class folders without images out of the classes (with a
+            warning) instead of refusing them; see :func:`class_folder_samples`.
     """
 
     def __init__(self, root: str | os.PathLike, classes: Sequence[str] | None = None,
-                 transform: Transform | None = None, seed: int = 0) -> None:
+                 transform: Transform | None = None, seed: int = 0, skip_empty_classes: bool = False) -> None:
         super().__init__(transform, seed)
         self.root = Path(root)
         self.classes, self.samples = class_folder_samples(
             self.root, classes, _images_under,
             f"images found (expected {self.root}/<class>/<image> with one of {', '.join(IMG_EXTENSIONS)})",
-            "files that are not images (by their ending)")
+            "files that are not images (by their ending)", skip_empty_classes, "images")
         self.targets = [t for _, t in self.samples]
 
     def load(self, index: int) -> Image.Image:

@@ -10,6 +10,7 @@ in the middle of an epoch (``set_epoch(epoch, start_step)``).
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -98,6 +99,18 @@ def ignore_stop_signals(worker_id: int) -> None:
     saves (:mod:`tessera.train.interrupt`). The workers end with the main process."""
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, signal.SIG_IGN)
+
+
+def default_num_workers(processes_per_machine: int = 1, most: int = 8) -> int:
+    """DataLoader workers for one process: the cores this process may run on
+    (``os.sched_getaffinity``, which a container's or a scheduler's CPU limit narrows, where
+    ``os.cpu_count`` would count the whole machine), shared among the processes of the
+    machine, at most ``most``."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(most, cores // max(1, processes_per_machine)))
 
 
 def build_loader(dataset: Dataset, sampler: Sampler, batch_size: int, num_workers: int,

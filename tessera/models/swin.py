@@ -19,6 +19,10 @@ official behaviour:
   that the official code rejects.
 * the bias of a window clamped at run time on a spatial axis: the video model slices the
   index as the official code does (see :func:`tessera.layers.windows.clamped_bias_index`).
+
+At sizes the official image code refuses, the image model follows its ``size_rule``
+(``official``, ``torchvision`` or ``timm``; :class:`tessera.layers.windows.SizeRule`): each
+stage's window, shift and padding, at construction and at run time, as that code has them.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resize_pos_embed
 from ..layers.windows import WindowPlan, get_plan
+from ..layers.windows import size_rule as get_size_rule
 from ..registry import register_model
 from .base import TesseraModel
 
@@ -78,8 +83,9 @@ class SwinBlock(nn.Module):
         return any(self.shift_size) and plan.shifted
 
     def forward(self, x: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
-        """The official block: pad, roll, partition, attend, reverse, roll back, crop; the
-        residual add; the MLP and its residual add."""
+        """The official block: pad, roll (in the size rule's order: ``plan.partition``),
+        partition, attend, reverse, roll back, crop; the residual add; the MLP and its
+        residual add."""
         shifted = self.is_shifted(plan)
         shortcut = x
         windows = plan.partition(self.norm1(x), shifted)
@@ -127,7 +133,9 @@ class PatchMerging(nn.Module):
 
 class SwinStage(nn.Module):
     """A stage of Swin blocks, alternating regular and shifted windows, with the patch
-    merging at its end (official layout: ``layers.{i}.downsample``).
+    merging at its end (official layout: ``layers.{i}.downsample``). ``window_size`` and
+    ``shift_size`` are the stage's own (after the model's size rule clamped them at
+    construction); ``size_rule`` sizes the windows on each input's grid.
 
     ``block_layer`` and ``downsample_layer`` are the block and merging classes (Swin V2
     passes its own); ``block_kwargs`` go to every block as they are (``qk_scale`` and
@@ -153,11 +161,13 @@ class SwinStage(nn.Module):
         downsample: bool = False,
         block_layer: Callable[..., nn.Module] = SwinBlock,
         downsample_layer: Callable[..., nn.Module] = PatchMerging,
+        size_rule: str = "official",
         **block_kwargs: Any,
     ) -> None:
         super().__init__()
         self.window_size = tuple(window_size)
         self.shift_size = tuple(shift_size)
+        self.size_rule = size_rule
         zero = (0,) * len(self.window_size)
         drop_path = list(drop_path) or [0.0] * depth
         self.blocks = nn.ModuleList(
@@ -172,7 +182,7 @@ class SwinStage(nn.Module):
         self.grad_checkpointing = False
 
     def plan(self, grid: Sequence[int], device: torch.device) -> WindowPlan:
-        return get_plan(grid, self.window_size, self.shift_size, device)
+        return get_plan(grid, self.window_size, self.shift_size, device, self.size_rule)
 
     def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
         """The blocks without the downsample: ``(B, *grid, C) -> (B, *grid, C)``."""
@@ -211,6 +221,7 @@ class _SwinBase(TesseraModel):
         use_checkpoint: bool,
         head_drop_rate: float,
         clamp_at_construction: bool,
+        size_rule: str = "official",
         norm_layer: type[nn.Module] = nn.LayerNorm,
         block_layer: Callable[..., nn.Module] = SwinBlock,
         downsample_layer: Callable[..., nn.Module] = PatchMerging,
@@ -229,12 +240,18 @@ class _SwinBase(TesseraModel):
         self.window_size = tuple(window_size)
         self.img_size = tuple(img_size) if img_size is not None else None
         self.ape = ape
+        rule = get_size_rule(size_rule)
+        self.size_rule = rule.name
+        # each stage's map at img_size, as patch embedding and merging really make it
+        stage_grids = (rule.stage_grids(self.img_size, self.patch_size, len(depths))
+                       if self.img_size is not None else [None] * len(depths))
 
-        self.patch_embed = PatchEmbed(self.patch_size, in_chans, embed_dim, norm=patch_norm)
+        self.patch_embed = PatchEmbed(self.patch_size, in_chans, embed_dim, norm=patch_norm,
+                                      remainder=rule.patch_remainder)
         if ape:
             if self.img_size is None:
                 raise ValueError("ape=True needs img_size to know the grid of the position embedding")
-            self.patch_grid = tuple(s // p for s, p in zip(self.img_size, self.patch_size))
+            self.patch_grid = stage_grids[0]
             self.absolute_pos_embed = nn.Parameter(torch.zeros(1, int(torch.tensor(self.patch_grid).prod()), embed_dim))
             nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
         self.pos_drop = nn.Dropout(drop_rate)
@@ -246,15 +263,9 @@ class _SwinBase(TesseraModel):
             raise ValueError(f"block arguments for {len(stage_args)} stages, but {len(depths)} stages")
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
-            window = self.window_size
-            shift = tuple(w // 2 for w in window)
-            if clamp_at_construction and self.img_size is not None:
-                # official 2D: a stage whose map is no larger than the window at img_size
-                # gets a square window of the map's size and no shift
-                res = [s // p // 2**i for s, p in zip(self.img_size, self.patch_size)]
-                if min(res) <= min(window):
-                    window = (min(res),) * ndim
-                    shift = (0,) * ndim
+            # the window the stage's bias table is made for, and its shift: the image model
+            # fits them to the stage's map at img_size, as its size rule says
+            window, shift = rule.stage_window(stage_grids[i] if clamp_at_construction else None, self.window_size)
             self.layers.append(
                 SwinStage(
                     dim=int(embed_dim * 2**i),
@@ -272,6 +283,7 @@ class _SwinBase(TesseraModel):
                     block_layer=block_layer,
                     downsample_layer=downsample_layer,
                     **stage_args[i],
+                    size_rule=rule.name,
                 )
             )
         # one entry per stage output of forward_intermediates (see tessera.models.features)
@@ -381,7 +393,8 @@ class SwinTransformer(_SwinBase):
 
     Args (the official names):
         img_size: the training resolution. It fixes, as the official code, which stages have
-            a window no smaller than their map (window clamped, no shift); other input sizes
+            a window no smaller than their map (window clamped, no shift); each stage's map
+            is what patch merging makes of it (odd sides rounded up). Other input sizes
             work too (the grid is padded to the window).
         patch_size: patch side (4).
         in_chans: input channels.
@@ -399,9 +412,15 @@ class SwinTransformer(_SwinBase):
         patch_norm: LayerNorm after the patch embedding.
         use_checkpoint: gradient checkpointing from the start.
         head_drop_rate: dropout before the head.
+        size_rule: how windows fit maps that are not a multiple of the window (sizes the
+            official code refuses): ``official`` (the default: the official rule, extended),
+            ``torchvision`` or ``timm``, to reproduce weights fine-tuned at such sizes in
+            those libraries. See :class:`tessera.layers.windows.SizeRule`; with maps that
+            are multiples of the window (224, 384) all three are the same function.
 
     Shape: ``(B, in_chans, H, W) -> (B, num_classes)``; ``forward_features`` gives
-    ``(B, C * 8, ceil(H / 32), ceil(W / 32))`` for four stages.
+    ``(B, C * 8, ceil(H / 32), ceil(W / 32))`` for four stages (``floor(H / 4)`` patches
+    instead of ``ceil`` with the ``torchvision`` and ``timm`` rules).
     """
 
     def __init__(
@@ -424,6 +443,7 @@ class SwinTransformer(_SwinBase):
         patch_norm: bool = True,
         use_checkpoint: bool = False,
         head_drop_rate: float = 0.0,
+        size_rule: str = "official",
     ) -> None:
         img = to_ntuple(img_size, 2, "img_size")
         super().__init__(
@@ -433,7 +453,7 @@ class SwinTransformer(_SwinBase):
             drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
             drop_path_rate=drop_path_rate, ape=ape, patch_norm=patch_norm, use_checkpoint=use_checkpoint,
             head_drop_rate=head_drop_rate, clamp_at_construction=True,
-            block_args=dict(qk_scale=qk_scale, bias_index_mode="exact"),
+            block_args=dict(qk_scale=qk_scale, bias_index_mode="exact"), size_rule=size_rule,
         )
         self.default_cfg["input_size"] = (in_chans, *img)
         if img[0] >= 384:

@@ -311,6 +311,9 @@ class SwinTransformerV2(_SwinBase):
         patch_norm: LayerNorm after the patch embedding.
         use_checkpoint: gradient checkpointing from the start.
         head_drop_rate: dropout before the head.
+        size_rule: how windows fit maps that are not a multiple of the window, as for
+            :class:`tessera.models.SwinTransformer` (``official``, ``torchvision``, ``timm``;
+            set when their weights are converted).
 
     Shape: ``(B, in_chans, H, W) -> (B, num_classes)``; ``forward_features`` gives
     ``(B, C * 8, ceil(H / 32), ceil(W / 32))`` for four stages.
@@ -336,6 +339,7 @@ class SwinTransformerV2(_SwinBase):
         patch_norm: bool = True,
         use_checkpoint: bool = False,
         head_drop_rate: float = 0.0,
+        size_rule: str = "official",
     ) -> None:
         img = to_ntuple(img_size, 2, "img_size")
         pretrained = to_ntuple(pretrained_window_sizes, len(depths), "pretrained_window_sizes")
@@ -346,7 +350,7 @@ class SwinTransformerV2(_SwinBase):
             drop_rate=drop_rate, attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate, ape=ape,
             patch_norm=patch_norm, use_checkpoint=use_checkpoint, head_drop_rate=head_drop_rate,
             clamp_at_construction=True, block_layer=SwinV2Block, downsample_layer=PatchMergingV2,
-            block_args=[dict(pretrained_window_size=p) for p in pretrained],
+            block_args=[dict(pretrained_window_size=p) for p in pretrained], size_rule=size_rule,
         )
         self.pretrained_window_sizes = pretrained
         for layer in self.layers:  # res-post-norm starts every block as the identity

@@ -32,8 +32,8 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..atomic import remove_stale_temporaries, write_text_atomic
-from ..data import SPLIT_KEYS, build_augment, build_dataset, data_kind
-from ..data.loader import ShardSampler, SkippedSamples, StepSampler, build_loader
+from ..data import SPLIT_KEYS, build_augment, build_dataset, build_train_and_val, data_kind
+from ..data.loader import ShardSampler, SkippedSamples, StepSampler, build_loader, default_num_workers
 from ..data.mixup import Mixup
 from ..errors import CheckpointError, ConfigError, TesseraError
 from ..losses import classification_loss
@@ -50,10 +50,10 @@ from .checkpoint import (
 )
 from .ema import ModelEma
 from .evaluation import autocast, clip_scores, evaluate
-from .metrics import ClassificationMeter, write_metrics
+from .metrics import ClassificationMeter, significant, write_metrics
 from .optim import build_optimizer, scaled_lr
 from .plots import plot_curves
-from .recipe import Recipe
+from .recipe import Recipe, fit_to_data, recipe_from_dict
 from .schedule import WarmupCosine
 
 log = logging.getLogger("tessera")
@@ -103,20 +103,24 @@ class Trainer:
         seed = r.train.seed
         self.amp_dtype, use_scaler = amp_settings(r.train.amp, info.device)
 
-        # data: the training set defines the classes; the other splits follow its order
-        self.train_set = build_dataset(d, "train", seed=seed)
+        # data: the training set defines the classes; the other splits follow its order. The
+        # recipe is fitted to the data (a batch or warm-up too long for it); the notes say so.
+        self.train_set, self.val_set, self.data_notes = build_train_and_val(d, seed)
         self.classes = list(self.train_set.classes)
-        self.val_set = build_dataset(d, "val", classes=self.classes, seed=seed) if d.val_root else None
+        self.recipe, fitted = fit_to_data(recipe, len(self.train_set), info.world_size)
+        self.data_notes += fitted
+        r, d = self.recipe, self.recipe.data
+        self.num_workers = d.num_workers if d.num_workers is not None else default_num_workers(info.local_world_size)
         self.sampler = StepSampler(len(self.train_set), d.batch_size, r.optim.accum_steps, info.rank,
                                    info.world_size, seed)
         self.steps_per_epoch = self.sampler.steps_per_epoch
         pin = info.device.type == "cuda"
-        self.loader = build_loader(self.train_set, self.sampler, self.sampler.micro_batch, d.num_workers, pin, seed)
+        self.loader = build_loader(self.train_set, self.sampler, self.sampler.micro_batch, self.num_workers, pin, seed)
         self.eval_batch = d.eval_batch_size or self.sampler.micro_batch
         self.val_loader = None
         if self.val_set is not None:
             shard = ShardSampler(len(self.val_set), info.rank, info.world_size)
-            self.val_loader = build_loader(self.val_set, shard, self.eval_batch, d.num_workers, pin, seed)
+            self.val_loader = build_loader(self.val_set, shard, self.eval_batch, self.num_workers, pin, seed)
         self.skipped = {"train": SkippedSamples("train", len(self.train_set), d.max_bad_fraction)}
         if self.val_set is not None:
             self.skipped["val"] = SkippedSamples("val", len(self.val_set), d.max_bad_fraction)
@@ -135,12 +139,8 @@ class Trainer:
 
         # optimisation
         self.optimizer = build_optimizer(self.model, r)
-        s = r.schedule
-        self.total_steps = s.epochs * self.steps_per_epoch
-        self.schedule = WarmupCosine(
-            scaled_lr(r.optim.lr, r), self.total_steps, round(s.warmup_epochs * self.steps_per_epoch),
-            scaled_lr(s.warmup_lr, r), scaled_lr(s.min_lr, r), s.style, self.steps_per_epoch,
-        )
+        self.total_steps = r.schedule.epochs * self.steps_per_epoch
+        self.schedule = self._schedule(r, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.ema = ModelEma(self.model, r.train.ema_decay) if r.train.ema_decay > 0 else None
         self.train_model = distributed.wrap(self.model, info)
@@ -179,6 +179,15 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         elif info.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+
+    @staticmethod
+    def _schedule(r: Recipe, steps_per_epoch: int) -> WarmupCosine:
+        """The learning rate of every step of the recipe ``r``."""
+        s = r.schedule
+        return WarmupCosine(
+            scaled_lr(r.optim.lr, r), s.epochs * steps_per_epoch, round(s.warmup_epochs * steps_per_epoch),
+            scaled_lr(s.warmup_lr, r), scaled_lr(s.min_lr, r), s.style, steps_per_epoch,
+        )
 
     def _build_model(self, load_pretrained: bool = True) -> nn.Module:
         """The recipe's model for the data's classes; ``model.pretrained`` is loaded for a new
@@ -226,8 +235,30 @@ class Trainer:
             shutil.rmtree(self.output / "samples", ignore_errors=True)
         remove_stale_temporaries(self.output, RUN_FILES)
         self.output.mkdir(parents=True, exist_ok=True)
+        self._write_run_json()
+
+    def _write_run_json(self) -> None:
         info = {**self.run_info(), "recipe": self.recipe.to_dict(), "world_size": self.info.world_size}
         write_text_atomic(self.output / "run.json", json.dumps(info, indent=2) + "\n")
+
+    def _schedule_change(self, before: dict[str, Any]) -> str | None:
+        """A line saying how the learning rate changes when the run is resumed with other
+        schedule settings than the recipe ``before`` it ran with so far; None when the same."""
+        now = self.recipe.to_dict()
+        keys = [("schedule", k) for k in now["schedule"]] + [("optim", "lr"), ("optim", "lr_base_batch"),
+                                                             ("data", "batch_size")]
+        changed = [f"{a}.{b} {before[a][b]!r} -> {now[a][b]!r}" for a, b in keys
+                   if b in before.get(a, {}) and before[a][b] != now[a][b]]
+        if not changed:
+            return None
+        try:
+            old = self._schedule(recipe_from_dict(before), len(self.train_set) // before["data"]["batch_size"])
+            moves = f"; at step {self.global_step} it moves from {old(self.global_step):.3g} to " \
+                    f"{self.schedule(self.global_step):.3g}"
+        except (TesseraError, KeyError, TypeError, ValueError, ZeroDivisionError):
+            moves = ""
+        return (f"resumed with another learning-rate schedule ({', '.join(changed)}): it is recomputed for "
+                f"{self.recipe.schedule.epochs} epochs, {self.total_steps} steps{moves}")
 
     # -- state -------------------------------------------------------------------------------
 
@@ -291,6 +322,15 @@ class Trainer:
             write_metrics(self.output / "metrics.jsonl", self.history)
             log.info("resuming %s at epoch %d, step %d of %d", self.output, self.epoch + 1, self.step_in_epoch,
                      self.steps_per_epoch)
+            try:
+                before = json.loads((self.output / "run.json").read_text())["recipe"]
+            except (OSError, ValueError, KeyError, TypeError):
+                before = None
+            if before is not None and before != json.loads(json.dumps(self.recipe.to_dict())):
+                change = self._schedule_change(before)
+                if change:
+                    log.warning("%s", change)
+                self._write_run_json()  # the run directory describes the run as it now continues
 
     # -- one step ------------------------------------------------------------------------------
 
@@ -398,8 +438,8 @@ class Trainer:
                 rate = samples / max(time.perf_counter() - t0, 1e-9)
                 bar.update(1)
                 if loss is not None:
-                    bar.set_postfix({"loss": f"{loss:.4f}", "lr": f"{self.last_lr:.2e}", f"{unit}/s": f"{rate:.0f}"},
-                                    refresh=False)
+                    postfix = {"loss": f"{loss:.4f}", "lr": f"{self.last_lr:.2e}", f"{unit}/s": significant(rate)}
+                    bar.set_postfix(postfix, refresh=False)
                 every = r.train.save_every_steps
                 stop = self._should_stop()
                 if step + 1 < self.steps_per_epoch and (stop or (every and self.global_step % every == 0)):
@@ -475,7 +515,7 @@ class Trainer:
         for key in ("val_loss", "val_top1", "val_top5", "ema_val_top1"):
             if row.get(key) is not None:
                 parts.append(f"{key} {row[key]:.4f}" if key.endswith("loss") else f"{key} {row[key]:.2f}")
-        parts += [f"lr {row['lr']:.2e}", f"{row['images_per_s']:.0f} {unit}/s"]
+        parts += [f"lr {row['lr']:.2e}", f"{significant(row['images_per_s'])} {unit}/s"]
         if row["skipped_samples"]:
             parts.append(f"skipped {row['skipped_samples']} samples")
         if row["nan_steps"]:
@@ -488,6 +528,8 @@ class Trainer:
         if self.info.is_main and self.epoch == 0 and self.step_in_epoch == 0:
             if self.load_report is not None:
                 self._print(str(self.load_report))
+            for note in self.data_notes:  # a held-out validation split, a shortened batch or warm-up
+                self._print(note)
             self._print(self.describe())
         while self.epoch < r.schedule.epochs and not self._should_stop():
             train_stats = self.train_epoch()
@@ -512,7 +554,7 @@ class Trainer:
         d = self.recipe.data
         test_set = build_dataset(d, "test", classes=self.classes, seed=self.recipe.train.seed)
         loader = build_loader(test_set, ShardSampler(len(test_set), self.info.rank, self.info.world_size),
-                              self.eval_batch, d.num_workers, self.info.device.type == "cuda")
+                              self.eval_batch, self.num_workers, self.info.device.type == "cuda")
         distributed.barrier(self.info)  # the main process has written the weights
         model, info = load_trained_model(self.output, self.info.device)
         skipped = SkippedSamples("test", len(test_set), d.max_bad_fraction)

@@ -128,14 +128,16 @@ def eval_transform(info: dict):
 @torch.no_grad()
 def predict_images(model: nn.Module, info: dict, images: list, top_k: int = 5) -> list[list[tuple[str, float]]]:
     """Top-``k`` ``(class name, probability)`` for each PIL image, with the model's
-    evaluation crop and normalisation (from its run information)."""
+    evaluation crop and normalisation (from its run information). Images are taken upright
+    and in 8-bit RGB as :func:`tessera.data.images.to_rgb` makes them (EXIF orientation,
+    16-bit and float samples scaled)."""
     from ..data.augment import ImageAugment
-    from ..data.images import pil_to_tensor
+    from ..data.images import pil_to_tensor, to_rgb
 
     crop = eval_transform(info)
     device = next(model.parameters()).device
     normalise = ImageAugment(info["data"]["mean"], info["data"]["std"]).to(device)
-    x = torch.stack([pil_to_tensor(crop(img.convert("RGB"))) for img in images]).to(device)
+    x = torch.stack([pil_to_tensor(crop(to_rgb(img))) for img in images]).to(device)
     probs = torch.softmax(model.eval()(normalise(x)).float(), dim=-1)
     top = probs.topk(min(top_k, probs.shape[1]), dim=-1)
     classes = info["classes"]

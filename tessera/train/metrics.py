@@ -19,7 +19,8 @@ from .distributed import DistInfo, all_reduce_sum
 class ClassificationMeter:
     """Accumulates log-probabilities against labels; ``reduce`` sums over processes.
 
-    Accuracies are percentages (as the official logs); top-5 is top-``min(5, C)``.
+    Accuracies are percentages (as the official logs). Top-5 is reported only for more than
+    five classes (``None`` otherwise: with five classes or fewer it is 100 % by definition).
     """
 
     def __init__(self, num_classes: int, device: torch.device | str = "cpu") -> None:
@@ -47,15 +48,27 @@ class ClassificationMeter:
 
     def result(self) -> dict[str, float]:
         loss, n, top1, top5 = self.sums.tolist()
+        has_top5 = self.num_classes > 5
         if n == 0:
-            return {"loss": math.nan, "top1": math.nan, "top5": math.nan, "num_samples": 0}
-        return {"loss": loss / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n, "num_samples": int(n)}
+            return {"loss": math.nan, "top1": math.nan, "top5": math.nan if has_top5 else None, "num_samples": 0}
+        return {"loss": loss / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n if has_top5 else None,
+                "num_samples": int(n)}
 
     def per_class_accuracy(self) -> list[float]:
         """Top-1 per true class, in percent (NaN for a class without samples)."""
         c = self.confusion.double()
         totals = c.sum(1)
         return [100.0 * float(c[i, i] / t) if t > 0 else math.nan for i, t in enumerate(totals)]
+
+
+def significant(value: float, digits: int = 3) -> str:
+    """A rate for people: ``digits`` significant digits (``0.0123``, ``4.56``, ``78.9``),
+    whole numbers from ``10 ** (digits - 1)`` up (``123``, ``1234``)."""
+    if not math.isfinite(value):
+        return str(value)
+    if abs(value) >= 10 ** (digits - 1):
+        return f"{value:.0f}"
+    return f"{value:.{digits}g}"
 
 
 def write_metrics(path: str | os.PathLike, history: Sequence[Mapping[str, Any]]) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 
 #: a value the recipe leaves for the user to give
 MISSING = "???"
@@ -46,6 +46,9 @@ class DataConfig:
     kind: str = "image"
     root: str | None = MISSING
     val_root: str | None = None
+    #: without val_root: the fraction of the training samples held out for validation
+    #: (stratified, drawn with train.seed; 0 for no validation)
+    val_split: float = 0.1
     test_root: str | None = None
     img_size: int = 224
     #: normalisation; ``null`` takes the model's own (ImageNet's for the Swins)
@@ -56,13 +59,19 @@ class DataConfig:
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: float = 0.5
-    #: images per optimiser step, over all processes and accumulation steps together
+    #: images per optimiser step, over all processes and accumulation steps together (a
+    #: training set smaller than that trains with one step of all of it per epoch)
     batch_size: int = 1024
     #: images per evaluation batch and process (default: the training micro-batch)
     eval_batch_size: int | None = None
-    num_workers: int = 8
+    #: DataLoader workers per process (null: the cores this process may use, shared among the
+    #: processes of a machine, at most 8)
+    num_workers: int | None = None
     #: stop with a DataError when more than this fraction of a split cannot be read
     max_bad_fraction: float = 0.01
+    #: a training class folder without samples is an error (false) or left out of the classes
+    #: with a warning (true)
+    skip_empty_classes: bool = False
     # -- videos (data.kind=video); img_size is the side of the square crop ---------------
     #: frames per clip, and the step between them
     clip_len: int = 32
@@ -121,6 +130,7 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     epochs: int = 300
+    #: a warm-up longer than the run is shortened to half of it (said when training starts)
     warmup_epochs: float = 20.0
     warmup_lr: float = 5e-7
     min_lr: float = 5e-6
@@ -354,8 +364,10 @@ def _check_semantics(r: Recipe) -> None:
     need(r.data.batch_size % r.optim.accum_steps == 0,
          f"data.batch_size ({r.data.batch_size}) must be a multiple of optim.accum_steps ({r.optim.accum_steps})")
     need(r.schedule.epochs >= 1, f"schedule.epochs must be at least 1, got {r.schedule.epochs}")
-    need(0 <= r.schedule.warmup_epochs <= r.schedule.epochs,
-         f"schedule.warmup_epochs must be between 0 and schedule.epochs, got {r.schedule.warmup_epochs}")
+    need(r.schedule.warmup_epochs >= 0, f"schedule.warmup_epochs must be at least 0, got {r.schedule.warmup_epochs}")
+    need(0.0 <= r.data.val_split < 1.0, f"data.val_split must be in [0, 1), got {r.data.val_split}")
+    need(r.data.num_workers is None or r.data.num_workers >= 0,
+         f"data.num_workers must be at least 0 or null, got {r.data.num_workers}")
     need(r.train.amp in ("auto", "none", "bf16", "fp16"), f"train.amp must be auto, none, bf16 or fp16, got {r.train.amp!r}")
     need(0.0 <= r.train.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {r.train.ema_decay}")
     need(0.0 < r.data.crop_pct <= 1.0, f"data.crop_pct must be in (0, 1], got {r.data.crop_pct}")
@@ -392,6 +404,38 @@ def recipe_from_dict(data: dict) -> Recipe:
     check_complete(recipe)
     _check_semantics(recipe)
     return recipe
+
+
+def fit_to_data(recipe: Recipe, num_samples: int, world_size: int = 1) -> tuple[Recipe, list[str]]:
+    """The recipe as it can run on a training set of ``num_samples`` samples, and one line
+    for each thing it changes:
+
+    * a batch larger than the training set becomes the whole set (rounded down to a
+      multiple of ``optim.accum_steps`` x processes): one step per epoch; learning rates
+      scaled by the batch (``optim.lr_base_batch``) follow the batch actually used;
+    * a warm-up longer than the run is shortened to half of it, so that the run still
+      ends on the cosine's way down rather than at the peak rate.
+
+    Raises :class:`DataError` for fewer samples than micro-batches in a step.
+    """
+    notes = []
+    d, s = recipe.data, recipe.schedule
+    if num_samples < d.batch_size:
+        parts = recipe.optim.accum_steps * world_size
+        batch = num_samples // parts * parts
+        if batch == 0:
+            raise DataError(f"the training set has {num_samples} samples, fewer than the {parts} micro-batches "
+                            f"of one step (optim.accum_steps x processes)")
+        scaled = " (the learning rates scale with it, optim.lr_base_batch)" if recipe.optim.lr_base_batch else ""
+        notes.append(f"data.batch_size={d.batch_size} is more than the {num_samples} training samples: "
+                     f"steps of {batch} instead, one per epoch{scaled}")
+        d = dataclasses.replace(d, batch_size=batch)
+    if s.warmup_epochs > s.epochs:
+        warmup = s.epochs / 2
+        notes.append(f"schedule.warmup_epochs={s.warmup_epochs:g} is longer than the run "
+                     f"(schedule.epochs={s.epochs}): warming up over its first half ({warmup:g} epochs) instead")
+        s = dataclasses.replace(s, warmup_epochs=warmup)
+    return dataclasses.replace(recipe, data=d, schedule=s), notes
 
 
 def load_recipe(source: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:

@@ -14,7 +14,9 @@ names):
   a Hugging Face ``config.json`` when there is one, else from the position embedding, else
   from a stage whose table is smaller (clamped), else it is the size at which the last
   stage's map equals the window (224 for window 7, 384 for window 12), as every released
-  checkpoint was trained.
+  checkpoint was trained;
+* image models only: ``size_rule``, when the weights come from a library with its own
+  (torchvision, timm: see :class:`tessera.layers.windows.SizeRule`), given by the format.
 
 Swin V2 (``cpb_mlp`` instead of bias tables) reads ``num_heads`` from the last layer of each
 stage's ``cpb_mlp``, and the window of each stage from its ``relative_coords_table``, which
@@ -145,12 +147,14 @@ def _image_size(sd: Mapping[str, torch.Tensor], window: int, patch: tuple[int, .
     return window * patch[-1] * 2 ** (len(tables) - 1)
 
 
-def infer_architecture(sd: Mapping[str, torch.Tensor], hf_config: Mapping[str, Any] | None = None) -> Architecture:
+def infer_architecture(sd: Mapping[str, torch.Tensor], hf_config: Mapping[str, Any] | None = None,
+                       size_rule: str | None = None) -> Architecture:
     """The Swin or Video Swin that a state dict in tessera's names was made for.
 
     Args:
         sd: the converted state dict.
         hf_config: the ``config.json`` of a Hugging Face directory (for its ``image_size``).
+        size_rule: the size rule of the library that made the weights (image models).
 
     Raises :class:`CheckpointError` when the weights are not a Swin's.
     """
@@ -191,6 +195,8 @@ def infer_architecture(sd: Mapping[str, torch.Tensor], hf_config: Mapping[str, A
     name, defaults = match_registered(cls, args, ndim)
     if name is not None:  # the registered arguments, as written there, with this head
         args = {**defaults, "num_classes": args["num_classes"]}
+    if ndim == 2 and size_rule is not None:
+        args["size_rule"] = size_rule
     return Architecture(cls, args, ndim, name)
 
 

@@ -39,6 +39,8 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     reinitialized: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: the size rule of the library that made the weights (torchvision, timm), if not the official one
+    size_rule: str | None = None
     #: the caller shows the report itself: :meth:`warn` logs nothing
     quiet: bool = field(default=False, repr=False)
 
@@ -214,7 +216,26 @@ def read_converted(
     loading it will fill in."""
     sd, notes, name = read_state_dict(source, use_ema)
     sd, fmt = convert_state_dict(sd, format or source_format(source), name)
-    return sd, LoadReport(source=name, format=fmt.name, notes=notes)
+    return sd, LoadReport(source=name, format=fmt.name, notes=notes, size_rule=fmt.size_rule)
+
+
+def _size_rule_note(model: nn.Module, report: LoadReport) -> None:
+    """Say so when the weights come from a library whose size rule would compute another
+    function than the model's at the model's ``img_size`` (a size the official code refuses)."""
+    own = getattr(model, "size_rule", None)
+    img_size = getattr(model, "img_size", None)
+    if report.size_rule is None or own is None or own == report.size_rule or getattr(model, "ndim", 2) != 2:
+        return
+    if img_size is None:
+        return
+    from ..layers.windows import rules_agree
+
+    if not rules_agree(own, report.size_rule, img_size, model.patch_size, model.window_size, model.num_layers):
+        size = "x".join(map(str, img_size))
+        report.notes.append(
+            f"these weights come from {report.size_rule}, whose windows differ from this model's at {size} "
+            f"(size_rule={own!r}); build the model with size_rule={report.size_rule!r} to compute what "
+            f"{report.size_rule} computes")
 
 
 def apply_state_dict(model: nn.Module, sd: StateDict, report: LoadReport, strict: bool = False) -> LoadReport:
@@ -223,6 +244,7 @@ def apply_state_dict(model: nn.Module, sd: StateDict, report: LoadReport, strict
     with naming(report.source):
         adapt = getattr(model, "adapt_checkpoint", None)
         sd = adapt(sd, report) if adapt is not None else adapt_generic(model, sd, report)
+    _size_rule_note(model, report)
     return load_state_dict_checked(model, sd, report, strict=strict)
 
 

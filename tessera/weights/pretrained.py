@@ -168,6 +168,7 @@ def convert_checkpoint(
     model: str | None = None,
     format: str | None = None,
     use_ema: bool = False,
+    verbose: bool = True,
     **overrides: Any,
 ) -> tuple[nn.Module, LoadReport]:
     """Convert a checkpoint of any supported format into tessera's format at ``destination``.
@@ -181,23 +182,40 @@ def convert_checkpoint(
             ``num_classes`` is given.
         format: force the source format instead of detecting it.
         use_ema: take the EMA weights of a training checkpoint.
+        verbose: warn in the log at once of what changed the weights (a new head, an
+            inflation); ``False`` when the caller shows the returned report itself.
         **overrides: constructor arguments that replace the inferred or registered ones.
 
     Returns: the model (with the weights loaded) and the load report.
     """
     sd, report = read_converted(source, format, use_ema)
+    report.quiet = not verbose
     if model is None and report.format == "tessera" and read_directory_config(source):
         net = build_from_config(source, **overrides)  # tessera's own directory says what it is
     elif model is None:
         with naming(report.source):
-            architecture = infer_architecture(sd, read_directory_config(source))
+            architecture = infer_architecture(sd, read_directory_config(source), report.size_rule)
         net = architecture.build(**overrides)
     else:
         head = sd.get("head.weight")
         if head is not None and "num_classes" not in overrides:
             overrides = {**overrides, "num_classes": head.shape[0]}
+        if report.size_rule is not None and "size_rule" not in overrides and _takes_size_rule(model):
+            overrides = {**overrides, "size_rule": report.size_rule}  # the weights' library's windows
         net = create_model(model, **overrides)
+    rule = getattr(net, "size_rule", None)
+    if report.size_rule is not None and rule == report.size_rule:
+        report.notes.append(f"size_rule={rule!r}: at sizes the official code refuses, windows fit the maps as "
+                            f"{rule} fits them (saved in the config)")
     return _save_loaded(net, sd, report, destination)
+
+
+def _takes_size_rule(name: str) -> bool:
+    """Whether the registered model ``name`` has a ``size_rule`` argument (image Swins)."""
+    from ..registry import model_entrypoint
+
+    with torch.device("meta"):  # only the arguments are wanted: allocate nothing
+        return "size_rule" in getattr(model_entrypoint(name)(), "model_args", {})
 
 
 def inflate_checkpoint(
@@ -207,18 +225,21 @@ def inflate_checkpoint(
     format: str | None = None,
     use_ema: bool = False,
     source_name: str | None = None,
+    verbose: bool = True,
     **overrides: Any,
 ) -> tuple[nn.Module, LoadReport]:
     """Inflate an image checkpoint (a file, a directory or a state dict, named
     ``source_name`` in messages) into the registered video model ``model`` (see
     :func:`tessera.weights.adapt.inflate_image_to_video`) and write it in tessera's format.
-    The video model keeps its own class count unless ``num_classes`` is given."""
+    The video model keeps its own class count unless ``num_classes`` is given; ``verbose``
+    as for :func:`convert_checkpoint`."""
     net = create_model(model, **overrides)
     conv = net.state_dict().get(PATCH_CONV)
     if conv is None or conv.dim() != 5:
         raise ConfigError(f"{model} is not a video model with a 3-D patch embedding; inflation needs one")
     sd, report = read_converted(source, format, use_ema)
     report.source = source_name or report.source
+    report.quiet = not verbose
     image_conv = sd.get(PATCH_CONV)
     if image_conv is None or image_conv.dim() != 4:
         shape = "none" if image_conv is None else tuple(image_conv.shape)

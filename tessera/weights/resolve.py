@@ -211,13 +211,14 @@ def hf_architecture(config: dict[str, Any], sd: dict, where: Path):
 
 
 def _foreign(path: Path, arch: str | None, load_weights: bool, format: str | None, use_ema: bool,
-             overrides: dict[str, Any]) -> ResolvedModel:
+             overrides: dict[str, Any], verbose: bool = True) -> ResolvedModel:
     """A checkpoint of a foreign format (or a Hugging Face directory)."""
     from ..registry import create_model
     from .infer import infer_architecture
     from .zoo import find_by_file_name, get_pretrained
 
     sd, report = read_converted(path, format, use_ema)
+    report.quiet = not verbose
     config = read_directory_config(path) if path.is_dir() else None
     entry = get_pretrained(arch) if arch and "." in arch else find_by_file_name(path.name)
     stored = _hf_classes(config) if config else None
@@ -254,7 +255,7 @@ def _foreign(path: Path, arch: str | None, load_weights: bool, format: str | Non
 
 
 def _from_path(path: Path, arch: str | None, load_weights: bool, format: str | None, use_ema: bool,
-               overrides: dict[str, Any]) -> ResolvedModel:
+               overrides: dict[str, Any], verbose: bool = True) -> ResolvedModel:
     from .zoo import ZOO_KEY
 
     run = _run_weights(path)
@@ -276,7 +277,7 @@ def _from_path(path: Path, arch: str | None, load_weights: bool, format: str | N
     if stamp and arch is None:  # a file of tessera's weights cache: the published entry it holds
         arch = json.loads(stamp)["name"]
         format = format or "tessera"
-    return _foreign(path, arch, load_weights, format, use_ema, overrides)
+    return _foreign(path, arch, load_weights, format, use_ema, overrides, verbose)
 
 
 def _no_arch(arch: str | None, path: Path, what: str, stored: str | None) -> None:
@@ -288,7 +289,7 @@ def _no_arch(arch: str | None, path: Path, what: str, stored: str | None) -> Non
 
 def resolve_model(spec: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None, *,
                   load_weights: bool = True, default_tag: bool = False, require_weights: bool = False,
-                  format: str | None = None, use_ema: bool = False, device: Any = None,
+                  format: str | None = None, use_ema: bool = False, device: Any = None, verbose: bool = True,
                   **overrides: Any) -> ResolvedModel:
     """The model that ``spec`` (and ``checkpoint``) name (see the module docstring).
 
@@ -304,6 +305,8 @@ def resolve_model(spec: str | os.PathLike | None = None, checkpoint: str | os.Pa
         format: force the checkpoint format of a foreign file.
         use_ema: take the EMA weights of a training checkpoint.
         device: move the model there.
+        verbose: warn in the log of what changed the weights as they load (commands that
+            print the report pass False, so that each note appears once).
         **overrides: constructor arguments that replace the stored or registered ones.
 
     Raises :class:`~tessera.errors.TesseraError` subclasses with one line naming the problem.
@@ -321,12 +324,12 @@ def resolve_model(spec: str | os.PathLike | None = None, checkpoint: str | os.Pa
             raise CheckpointError(f"{text}: no such file or directory")
         else:
             resolved = _from_path(Path(text), None if spec is None else str(spec), load_weights, format, use_ema,
-                                  overrides)
+                                  overrides, verbose)
     else:
         text = str(spec)
         base, _, tag = text.partition(".")
         if os.path.exists(text) and not (tag and is_pretrained_name(text)):
-            resolved = _from_path(Path(text), None, load_weights, format, use_ema, overrides)
+            resolved = _from_path(Path(text), None, load_weights, format, use_ema, overrides, verbose)
         elif tag and is_model(base) and not is_path_like(text):
             resolved = _entry_model(text, load_weights, overrides)
         elif is_model(text) and default_tag and pretrained_tags(text):

@@ -51,7 +51,7 @@ def build_video_dataset(cfg: DataConfig, source: str, split: str, classes: Seque
     pipeline = ClipPipeline(cfg, split)
     path = Path(source)
     if path.is_dir():
-        return VideoFolder(path, pipeline, classes, seed)
+        return VideoFolder(path, pipeline, classes, seed, cfg.skip_empty_classes)
     if path.is_file():
         if path.suffix.lower() in VIDEO_EXTENSIONS:
             raise DataError(f"{path}: one video, not a data set (give a folder of class folders or an annotation "

@@ -101,16 +101,18 @@ class VideoFolder(VideoFiles):
         classes: the class names to use (a validation folder takes the training folder's
             classes); by default the sub-directories of ``root``.
         seed: the seed of the per-sample random generators.
+        skip_empty_classes: leave class folders without videos out of the classes (with a
+            warning) instead of refusing them.
     """
 
     def __init__(self, root: str | os.PathLike, pipeline: ClipPipeline, classes: Sequence[str] | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, skip_empty_classes: bool = False) -> None:
         super().__init__(pipeline, seed)
         self.root = Path(root)
         self.classes, self.samples = class_folder_samples(
             self.root, classes, _videos_under, f"videos found (expected {self.root}/<class>/<video> with one of "
                                                f"{', '.join(VIDEO_EXTENSIONS)}, or folders of frame images)",
-            "files that are not videos (by their ending)")
+            "files that are not videos (by their ending)", skip_empty_classes, "videos")
         self.targets = [t for _, t in self.samples]
 
 

@@ -19,10 +19,15 @@ StateDict = dict[str, torch.Tensor]
 
 @dataclass(frozen=True)
 class Format:
+    """A foreign checkpoint layout: its detector and converter, and the ``size_rule`` of the
+    library that trains such weights (Swin image models: how its windows fit maps that are
+    not a multiple of the window; None where the official rule applies)."""
+
     name: str
     detect: Callable[[Mapping[str, torch.Tensor]], bool]
     convert: Callable[[Mapping[str, torch.Tensor]], StateDict]
     description: str
+    size_rule: str | None = None
 
 
 FORMATS: list[Format] = [

@@ -34,5 +34,6 @@ def convert_timm_swin(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
+# timm clamps windows per axis at construction and rolls before padding: its size rule
 register_format(Format("timm_swin", is_timm_swin, convert_timm_swin,
-                       "timm Swin and Swin V2 (patch merging at the start of the next stage, head.fc)"))
+                       "timm Swin and Swin V2 (patch merging at the start of the next stage, head.fc)", size_rule="timm"))

@@ -102,9 +102,11 @@ def convert_torchvision_swin3d(sd: Mapping[str, torch.Tensor]) -> dict[str, torc
     return _convert(sd, first_stage=0, stem={})
 
 
+# torchvision pads windows at run time and drops pixels short of a patch: its size rule
 register_format(Format("torchvision_swin", is_torchvision_swin, convert_torchvision_swin,
-                       "torchvision swin_t/s/b (features.*, flattened index, mlp.0/mlp.3)"))
+                       "torchvision swin_t/s/b (features.*, flattened index, mlp.0/mlp.3)", size_rule="torchvision"))
 register_format(Format("torchvision_swinv2", is_torchvision_swinv2, convert_torchvision_swinv2,
-                       "torchvision swin_v2_t/s/b (features.*, one qkv.bias of which k's third is unused)"))
+                       "torchvision swin_v2_t/s/b (features.*, one qkv.bias of which k's third is unused)",
+                       size_rule="torchvision"))
 register_format(Format("torchvision_swin3d", is_torchvision_swin3d, convert_torchvision_swin3d,
                        "torchvision swin3d_t/s/b (patch_embed.*, features.*)"))
