@@ -18,7 +18,6 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
-from .augment import ImageAugment, VideoAugment
 from .digits import Digits
 from .images import BadSample, ImageDataset, ImageFolder
 from .mixup import Mixup
@@ -27,6 +26,17 @@ from .transforms import RandomResizedCropFlip, ResizeCenterCrop
 
 if TYPE_CHECKING:
     from ..train.recipe import AugmentConfig, DataConfig
+    from .augment import ImageAugment, VideoAugment
+
+
+def __getattr__(name: str) -> Any:
+    # the device-side augmentation brings in kornia: imported when a training run needs it,
+    # so that inference, benchmarks and preprocessing start without it
+    if name in ("ImageAugment", "VideoAugment"):
+        from . import augment
+
+        return getattr(augment, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "BadSample", "DataKind", "Digits", "ImageAugment", "ImageDataset", "ImageFolder", "Mixup", "SubsetDataset",
@@ -146,6 +156,8 @@ def build_image_dataset(cfg: DataConfig, source: str, split: str, classes: Seque
 
 
 def build_image_augment(cfg: DataConfig, augment: AugmentConfig | None, mean, std) -> nn.Module:
+    from .augment import ImageAugment
+
     if augment is None:
         return ImageAugment(mean, std, train=False)
     return ImageAugment(mean, std, train=True, randaugment_n=augment.randaugment_n,

@@ -68,7 +68,7 @@ def significant(value: float, digits: int = 3) -> str:
         return str(value)
     if abs(value) >= 10 ** (digits - 1):
         return f"{value:.0f}"
-    return f"{value:.{digits}g}"
+    return f"{value:#.{digits}g}"  # '#' keeps trailing zeros: 0.970, not 0.97
 
 
 def write_metrics(path: str | os.PathLike, history: Sequence[Mapping[str, Any]]) -> None:

@@ -214,7 +214,7 @@ def _foreign(path: Path, arch: str | None, load_weights: bool, format: str | Non
              overrides: dict[str, Any], verbose: bool = True) -> ResolvedModel:
     """A checkpoint of a foreign format (or a Hugging Face directory)."""
     from ..registry import create_model
-    from .infer import infer_architecture
+    from .infer import infer_architecture, registered_args
     from .zoo import find_by_file_name, get_pretrained
 
     sd, report = read_converted(path, format, use_ema)
@@ -228,19 +228,25 @@ def _foreign(path: Path, arch: str | None, load_weights: bool, format: str | Non
         head = sd.get("head.weight")
         if head is not None and "num_classes" not in overrides:
             args["num_classes"] = int(head.shape[0])
+        if report.size_rule is not None and "size_rule" in registered_args(base)[1]:
+            args["size_rule"] = report.size_rule  # the windows of the weights' library
         model = create_model(base, **{**args, **overrides})
     elif config is not None and "model_type" in config:
         model = hf_architecture(config, sd, path).build(**overrides)
     else:
         try:
             with naming(str(path)):
-                model = infer_architecture(sd).build(**overrides)
+                model = infer_architecture(sd, size_rule=report.size_rule).build(**overrides)
         except CheckpointError:
             if entry is None:
                 raise CheckpointError(f"{path}: cannot tell the architecture of the weights (tessera reads it from "
                                       f"Swin and Video Swin weights); name the model as well: --model NAME, or "
                                       f"NAME --checkpoint FILE") from None
             model = create_model(entry.model, **{**entry.args, **overrides})
+    rule = getattr(model, "size_rule", None)
+    if report.size_rule is not None and rule == report.size_rule:
+        report.notes.append(f"size_rule={rule!r}: at sizes the official code refuses, windows fit the maps as "
+                            f"{rule} fits them (saved in the config)")
     if entry is not None and getattr(model, "model_name", None) != entry.model:
         entry = None  # a file of the same name, but not the published model
     if entry is not None:

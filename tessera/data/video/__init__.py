@@ -18,7 +18,6 @@ from torch import nn
 
 from ...errors import DataError
 from .. import DataKind, register_data_kind
-from ..augment import VideoAugment
 from .clips import ClipPipeline, three_crop_boxes
 from .datasets import VideoDataset, VideoFolder, VideoList
 from .io import VIDEO_EXTENSIONS, FrameArray, FrameFolder, UnreadableVideo, VideoFile, open_video, write_video
@@ -69,6 +68,8 @@ def build_video_dataset(cfg: DataConfig, source: str, split: str, classes: Seque
 
 
 def build_video_augment(cfg: DataConfig, augment: AugmentConfig | None, mean, std) -> nn.Module:
+    from ..augment import VideoAugment
+
     if augment is None:
         return VideoAugment(mean, std, train=False)
     return VideoAugment(mean, std, train=True, hflip=cfg.hflip, randaugment_n=augment.randaugment_n,
