@@ -9,6 +9,7 @@ here; videos in :mod:`tessera.data.video`) registers a :class:`DataKind` with
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,8 @@ class DataKind:
 
 
 _KINDS: dict[str, DataKind] = {}
+#: the kinds of this package beyond images, imported when first asked for (videos need PyAV)
+_BUILTIN_KINDS = {"video": ".video"}
 
 
 def register_data_kind(name: str, kind: DataKind) -> None:
@@ -80,8 +83,11 @@ def register_data_kind(name: str, kind: DataKind) -> None:
 
 
 def data_kind(name: str) -> DataKind:
+    if name not in _KINDS and name in _BUILTIN_KINDS:
+        importlib.import_module(_BUILTIN_KINDS[name], __name__)  # it registers itself
     if name not in _KINDS:
-        raise ConfigError(f"data.kind: unknown kind {name!r}; known kinds: {', '.join(sorted(_KINDS))}")
+        known = sorted({*_KINDS, *_BUILTIN_KINDS})
+        raise ConfigError(f"data.kind: unknown kind {name!r}; known kinds: {', '.join(known)}")
     return _KINDS[name]
 
 
@@ -168,5 +174,3 @@ def build_image_augment(cfg: DataConfig, augment: AugmentConfig | None, mean, st
 register_data_kind("image", DataKind(build_image_dataset, build_image_augment,
                                      lambda cfg: {"img_size": cfg.img_size}))
 
-
-from . import video  # noqa: F401  (registers the 'video' kind; needs the names above)

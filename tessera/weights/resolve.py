@@ -183,21 +183,21 @@ def _tessera_dir(path: Path, config: dict, load_weights: bool, overrides: dict[s
 
 def hf_architecture(config: dict[str, Any], sd: dict, where: Path):
     """The :class:`~tessera.weights.infer.Architecture` of a Hugging Face directory's config
-    (Swin, CvT, PVT v1, PVT v2)."""
+    (Swin, Swin V2, CvT, PVT v1, PVT v2)."""
     from .formats.hf_cvt import cvt_args
     from .formats.hf_pvt import pvt_args
     from .formats.hf_pvt_v2 import pvt_v2_args
     from .infer import Architecture, infer_architecture, match_arguments
 
     kind = config.get("model_type")
-    if kind in ("swin", "donut-swin", "maskformer-swin"):
+    if kind in ("swin", "swinv2", "donut-swin", "maskformer-swin"):
         with naming(str(where)):
             return infer_architecture(sd, config)
     builders = {"cvt": ("CvT", cvt_args), "pvt": ("PyramidVisionTransformer", pvt_args),
                 "pvt_v2": ("PyramidVisionTransformerV2", pvt_v2_args)}
     if kind not in builders:
-        raise CheckpointError(f"{where}: a Hugging Face {kind!r} model; tessera reads Hugging Face Swin, CvT, "
-                              f"PVT and PVT v2 directories")
+        raise CheckpointError(f"{where}: a Hugging Face {kind!r} model; tessera reads Hugging Face Swin, Swin V2, "
+                              f"CvT, PVT and PVT v2 directories")
     from .. import models
 
     cls = getattr(models, builders[kind][0])
