@@ -237,11 +237,9 @@ def _foreign(path: Path, arch: str | None, load_weights: bool, format: str | Non
         try:
             with naming(str(path)):
                 model = infer_architecture(sd, size_rule=report.size_rule).build(**overrides)
-        except CheckpointError:
-            if entry is None:
-                raise CheckpointError(f"{path}: cannot tell the architecture of the weights (tessera reads it from "
-                                      f"Swin and Video Swin weights); name the model as well: --model NAME, or "
-                                      f"NAME --checkpoint FILE") from None
+        except CheckpointError as err:
+            if entry is None:  # the reason of the inference, and how to name the model on the command line
+                raise CheckpointError(f"{path}: {err} (--model NAME, or NAME --checkpoint FILE)") from None
             model = create_model(entry.model, **{**entry.args, **overrides})
     rule = getattr(model, "size_rule", None)
     if report.size_rule is not None and rule == report.size_rule:
