@@ -1,6 +1,9 @@
 """The table of published weights: names, sources spelled as published, label sets, the
 preprocessing of each weight, and the README's table generated from it."""
 
+import dataclasses
+import hashlib
+import io
 import re
 from pathlib import Path
 
@@ -11,14 +14,18 @@ from PIL import Image
 import tessera
 from tessera.errors import ConfigError, UnknownModelError
 from tessera.labels import LABEL_SETS, label_names, label_set_for, synset_to_index, synsets
-from tessera.weights.zoo import get_pretrained, list_pretrained
+from tessera.weights import zoo
+from tessera.weights.zoo import find_by_file_name, get_pretrained, list_pretrained
 from tessera.weights.zoo_table import HEADER, entry_stats, markdown_table, row
+import weights_server
+
+server = weights_server.server  # the fixture
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 _SWIN = "https://github.com/SwinTransformer/storage/releases/download/"
 _TV = "https://download.pytorch.org/models/"
-#: every URL and hub repository of the reference model zoo (Swin V2 aside), spelled as published
+#: every URL and hub repository of the reference model zoo, spelled as published
 PUBLISHED_URLS = {_SWIN + p for p in [
     "v1.0.0/swin_tiny_patch4_window7_224.pth", "v1.0.0/swin_small_patch4_window7_224.pth",
     "v1.0.0/swin_base_patch4_window7_224.pth", "v1.0.0/swin_base_patch4_window12_384.pth",
@@ -32,12 +39,20 @@ PUBLISHED_URLS = {_SWIN + p for p in [
     "v1.0.4/swin_base_patch244_window877_kinetics400_1k.pth", "v1.0.4/swin_base_patch244_window877_kinetics400_22k.pth",
     "v1.0.4/swin_base_patch244_window877_kinetics600_22k.pth", "v1.0.4/swin_base_patch244_window1677_sthv2.pth",
     "v1.0.4/swin_base_patch244_window1677_kinetics400_22k.pth",
+    "v2.0.0/swinv2_tiny_patch4_window8_256.pth", "v2.0.0/swinv2_small_patch4_window8_256.pth",
+    "v2.0.0/swinv2_base_patch4_window8_256.pth", "v2.0.0/swinv2_tiny_patch4_window16_256.pth",
+    "v2.0.0/swinv2_small_patch4_window16_256.pth", "v2.0.0/swinv2_base_patch4_window16_256.pth",
+    "v2.0.0/swinv2_base_patch4_window12_192_22k.pth", "v2.0.0/swinv2_base_patch4_window12to16_192to256_22kto1k_ft.pth",
+    "v2.0.0/swinv2_base_patch4_window12to24_192to384_22kto1k_ft.pth", "v2.0.0/swinv2_large_patch4_window12_192_22k.pth",
+    "v2.0.0/swinv2_large_patch4_window12to16_192to256_22kto1k_ft.pth",
+    "v2.0.0/swinv2_large_patch4_window12to24_192to384_22kto1k_ft.pth",
 ]} | {_TV + f for f in [
-    "swin_t-704ceda3.pth", "swin_s-5e29d889.pth", "swin_b-68c6b09e.pth", "swin3d_t-7615ae03.pth",
-    "swin3d_s-da41c237.pth", "swin3d_b_1k-24f7c7c6.pth", "swin3d_b_22k-7c6ae6fa.pth",
+    "swin_t-704ceda3.pth", "swin_s-5e29d889.pth", "swin_b-68c6b09e.pth", "swin_v2_t-b137f0e2.pth",
+    "swin_v2_s-637d8ceb.pth", "swin_v2_b-781e5279.pth", "swin3d_t-7615ae03.pth", "swin3d_s-da41c237.pth",
+    "swin3d_b_1k-24f7c7c6.pth", "swin3d_b_22k-7c6ae6fa.pth",
 ]}
-PUBLISHED_HUB = {
-    # named in the reference
+#: the hub repositories the reference names: every registry must have them
+REQUIRED_HUB = {
     "timm/swin_tiny_patch4_window7_224.ms_in1k", "timm/swin_tiny_patch4_window7_224.ms_in22k",
     "timm/swin_tiny_patch4_window7_224.ms_in22k_ft_in1k", "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k",
     "timm/deit_small_patch16_224.fb_in1k", "timm/deit_base_distilled_patch16_224.fb_in1k",
@@ -45,7 +60,10 @@ PUBLISHED_HUB = {
     "timm/levit_256.fb_dist_in1k", "timm/pvt_v2_b0.in1k", "timm/pvt_v2_b2.in1k", "timm/pvt_v2_b2_li.in1k",
     "microsoft/swin-tiny-patch4-window7-224", "microsoft/cvt-13", "microsoft/cvt-21", "microsoft/cvt-13-384",
     "Zetatech/pvt-tiny-224", "Zetatech/pvt-small-224", "Zetatech/pvt-medium-224", "Zetatech/pvt-large-224",
-    "OpenGVLab/pvt_v2_b0",
+    "OpenGVLab/pvt_v2_b0", "timm/swinv2_tiny_window8_256.ms_in1k",
+    "timm/swinv2_base_window12to24_192to384.ms_in22k_ft_in1k", "microsoft/swinv2-tiny-patch4-window8-256",
+}
+PUBLISHED_HUB = REQUIRED_HUB | {
     # timm's other repositories of the same families (timm 1.0.31's pretrained configurations)
     "timm/swin_small_patch4_window7_224.ms_in1k", "timm/swin_small_patch4_window7_224.ms_in22k",
     "timm/swin_small_patch4_window7_224.ms_in22k_ft_in1k", "timm/swin_base_patch4_window7_224.ms_in1k",
@@ -55,15 +73,16 @@ PUBLISHED_HUB = {
     "timm/swin_large_patch4_window7_224.ms_in22k_ft_in1k", "timm/swin_large_patch4_window12_384.ms_in22k",
     "timm/swin_large_patch4_window12_384.ms_in22k_ft_in1k", "timm/deit_tiny_patch16_224.fb_in1k",
     "timm/deit_base_patch16_224.fb_in1k", "timm/deit_tiny_distilled_patch16_224.fb_in1k",
-    "timm/deit_small_distilled_patch16_224.fb_in1k",
+    "timm/deit_small_distilled_patch16_224.fb_in1k", "timm/swinv2_tiny_window16_256.ms_in1k",
+    "timm/swinv2_small_window8_256.ms_in1k", "timm/swinv2_small_window16_256.ms_in1k",
+    "timm/swinv2_base_window8_256.ms_in1k", "timm/swinv2_base_window16_256.ms_in1k",
+    "timm/swinv2_base_window12_192.ms_in22k", "timm/swinv2_large_window12_192.ms_in22k",
+    "timm/swinv2_base_window12to16_192to256.ms_in22k_ft_in1k",
+    "timm/swinv2_large_window12to16_192to256.ms_in22k_ft_in1k",
+    "timm/swinv2_large_window12to24_192to384.ms_in22k_ft_in1k",
     # the other OpenGVLab PVT v2 repositories
     "OpenGVLab/pvt_v2_b2", "OpenGVLab/pvt_v2_b2_linear",
 }
-#: the reference's entries that every registry must have (all of them but Swin V2's)
-REQUIRED_HUB = {h for h in PUBLISHED_HUB if not h.startswith(("timm/swin_s", "timm/swin_b", "timm/swin_l"))} - {
-    "timm/deit_tiny_patch16_224.fb_in1k", "timm/deit_base_patch16_224.fb_in1k",
-    "timm/deit_tiny_distilled_patch16_224.fb_in1k", "timm/deit_small_distilled_patch16_224.fb_in1k",
-    "OpenGVLab/pvt_v2_b2", "OpenGVLab/pvt_v2_b2_linear"}
 
 
 def _sources():
@@ -75,13 +94,13 @@ def test_every_source_is_spelled_as_published_and_every_published_weight_is_ther
     hubs = {s.hub for s in _sources() if s.hub}
     assert urls <= PUBLISHED_URLS, urls - PUBLISHED_URLS
     assert hubs <= PUBLISHED_HUB, hubs - PUBLISHED_HUB
-    assert urls == PUBLISHED_URLS  # the whole zoo, V2 aside
+    assert urls == PUBLISHED_URLS  # the whole zoo
     assert REQUIRED_HUB <= hubs, REQUIRED_HUB - hubs
 
 
 def test_torchvision_hashes_are_the_file_names_digits():
     checked = [s for s in _sources() if s.url and s.url.startswith(_TV)]
-    assert len(checked) == 7
+    assert len(checked) == 10
     for s in checked:
         assert re.fullmatch(r"[0-9a-f]{8}", s.sha256) and s.url.endswith(f"-{s.sha256}.pth")
 
@@ -141,6 +160,64 @@ def test_data_config_is_each_weights_own_preprocessing():
     with torch.device("meta"):
         model = tessera.create_model("swin_t.tv_in1k")
     assert tessera.data_config(model) == tv
+
+
+def test_swin_v2_entries_follow_the_v1_conventions():
+    assert list_pretrained("swinv2_t") == ["swinv2_t.ms_in1k", "swinv2_t.tv_in1k"]
+    assert [s.format for s in get_pretrained("swinv2_t").sources] == ["official", "timm_swin", "hf_swinv2"]
+    assert [s.format for s in get_pretrained("swinv2_b.tv_in1k").sources] == ["torchvision_swinv2"]
+    # the official TEST.CROP: short side to int(256 / 224 * size); none at 384; torchvision's own sizes
+    assert [tessera.data_config(n)["resize"] for n in ("swinv2_t.ms_in1k", "swinv2_b_192_22k.ms_in22k",
+                                                      "swinv2_l_w12to24_384.ms_in22k_ft_in1k", "swinv2_s.tv_in1k",
+                                                      "swinv2_b.tv_in1k")] == [292, 219, 384, 260, 272]
+    assert tessera.data_config("swinv2_b.tv_in1k")["img_size"] == 256
+    with torch.device("meta"):
+        pretrained_22k = tessera.create_model("swinv2_l_192_22k.ms_in22k")
+        fine_tuned = tessera.create_model("swinv2_b_w12to24_384.ms_in22k_ft_in1k")
+    assert pretrained_22k.num_classes == 21841 and pretrained_22k.pretrained_cfg["label_set"] == "imagenet-22k"
+    assert fine_tuned.num_classes == 1000 and fine_tuned.pretrained_window_sizes == (12, 12, 12, 6)
+    assert fine_tuned.default_cfg["crop_pct"] == 1.0
+    assert find_by_file_name("swinv2_base_patch4_window12to16_192to256_22kto1k_ft.pth").name == \
+        "swinv2_b_w12to16_256.ms_in22k_ft_in1k"
+
+
+#: each Swin V2 source of the registry: (entry, its source, the recorded case of that layout)
+V2_SOURCES = [("swinv2_t.ms_in1k", 0, "official_swinv2_w8_64"), ("swinv2_t.ms_in1k", 1, "timm_swinv2"),
+              ("swinv2_t.ms_in1k", 2, "hf_swinv2"), ("swinv2_t.tv_in1k", 0, "torchvision_swinv2")]
+V2_FILES = {"official_swinv2_w8_64": "official_swinv2_w8_64.pth", "timm_swinv2": "timm_swinv2.pth",
+            "hf_swinv2": "hf_swinv2/model.safetensors", "torchvision_swinv2": "torchvision_swinv2.pth"}
+
+
+@pytest.mark.parametrize("name, index, case_name", V2_SOURCES)
+def test_swin_v2_sources_convert_their_layout(server, golden, monkeypatch, name, index, case_name):
+    """A small checkpoint of the source's library served under the source's own URL or hub
+    repository (a torchvision stand-in's own digest in place of the published one), the only
+    source of its entry: the entry's format converts it, and the registered model, made as
+    small, reproduces that library's recorded logits."""
+    from safetensors.torch import save
+
+    case = torch.load(golden / "v2" / "swinv2_cases.pt", weights_only=True)[case_name]
+    data = (golden / "v2" / V2_FILES[case_name]).read_bytes()
+    entry = get_pretrained(name)
+    source = entry.sources[index]
+    if source.url:
+        path = server.add_url(source.url, data)
+        if source.sha256:
+            source = dataclasses.replace(source, sha256=hashlib.sha256(data).hexdigest()[:8])
+    else:
+        if case_name == "timm_swinv2":  # timm's hub holds safetensors
+            sd = torch.load(io.BytesIO(data), weights_only=True)
+            data = save({k: v.contiguous() for k, v in sd.items()})
+        path = server.add_hub(source.hub, source.file, data)
+    args = dict(img_size=case["x"].shape[-1], embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4),
+                num_classes=10)  # every case's settings, window 8 as swinv2_t's
+    monkeypatch.setitem(zoo._ENTRIES, name, dataclasses.replace(entry, sources=(source,), args=args))
+    model = tessera.create_model(name, pretrained=True).eval()
+    report = model.load_report
+    assert not report.missing and not report.unexpected and not report.reinitialized
+    with torch.no_grad():
+        torch.testing.assert_close(model(case["x"]), case["logits"], atol=1e-4, rtol=1e-4)
+    assert server.gets(path) == 1
 
 
 def test_eval_transform_resizes_crops_and_normalises():

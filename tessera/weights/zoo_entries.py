@@ -7,7 +7,9 @@ the Hugging Face ports of CvT and PVT (whose model cards repeat them). Where an 
 release is also on the hub (timm's and transformers' copies of the same weights), the copy
 is a second source, tried when the first cannot be reached.
 
-Swin V2 weights are added with the V2 models, in the same way.
+Swin V2's official releases are written as V1's: the official file first, timm's hub copy
+second (and transformers' where it publishes one); torchvision's ``swin_v2_*`` weights are
+entries of their own, as its V1 weights are.
 """
 
 from __future__ import annotations
@@ -40,11 +42,14 @@ def _add(name: str, *sources: Source, license: str, label_set: str = "imagenet-1
 
 def _swin(name: str, file: str, timm: str, acc=(None, None), img: int = 224, hf: str | None = None) -> None:
     in22k = file.endswith("_22k.pth")
+    v2 = name.startswith("swinv2")
     sources = [Source("official", url=SWIN_RELEASES + file), Source("timm_swin", hub=f"timm/{timm}")]
     if hf:
-        sources.append(Source("hf_swin", hub=hf))
+        sources.append(Source("hf_swinv2" if v2 else "hf_swin", hub=hf))
+    # the *_22k models are registered with the 22K head: only the others need num_classes
+    needs_head = in22k and not name.split(".")[0].endswith("_22k")
     _add(name, *sources, license="MIT", acc=acc, label_set="imagenet-22k" if in22k else "imagenet-1k",
-         args={"num_classes": 21841} if in22k else {}, img_size=img, crop_pct=0.875 if img == 224 else 1.0,
+         args={"num_classes": 21841} if needs_head else {}, img_size=img, crop_pct=1.0 if img >= 384 else 0.875,
          notes="official release (microsoft/Swin-Transformer)")
 
 
@@ -78,6 +83,40 @@ _swin("swin_l_384.ms_in22k", "v1.0.0/swin_large_patch4_window12_384_22k.pth",
       "swin_large_patch4_window12_384.ms_in22k", img=384)
 
 # ---------------------------------------------------------------------------------------
+# Official Swin V2 (the same MODELHUB.md), written as V1's: the official file, then timm's
+# copy. TEST.CROP holds at 256 and 192 (short side to int(256 / 224 * size) = 292 / 219, a
+# centre crop); the 384 fine-tunes set TEST.CROP False (configs/swinv2/*.yaml). The hub
+# copies are second sources: timm's swinv2_tiny_window8_256.ms_in1k and
+# swinv2_base_window12to24_192to384.ms_in22k_ft_in1k are the reference's own examples, timm's
+# other Swin V2 repositories are those of its pretrained configurations (timm 1.0.31).
+# ---------------------------------------------------------------------------------------
+
+_swin("swinv2_t.ms_in1k", "v2.0.0/swinv2_tiny_patch4_window8_256.pth", "swinv2_tiny_window8_256.ms_in1k",
+      (81.8, 95.9), img=256, hf="microsoft/swinv2-tiny-patch4-window8-256")
+_swin("swinv2_s.ms_in1k", "v2.0.0/swinv2_small_patch4_window8_256.pth", "swinv2_small_window8_256.ms_in1k",
+      (83.7, 96.6), img=256)
+_swin("swinv2_b.ms_in1k", "v2.0.0/swinv2_base_patch4_window8_256.pth", "swinv2_base_window8_256.ms_in1k",
+      (84.2, 96.9), img=256)
+_swin("swinv2_t_w16.ms_in1k", "v2.0.0/swinv2_tiny_patch4_window16_256.pth", "swinv2_tiny_window16_256.ms_in1k",
+      (82.8, 96.2), img=256)
+_swin("swinv2_s_w16.ms_in1k", "v2.0.0/swinv2_small_patch4_window16_256.pth", "swinv2_small_window16_256.ms_in1k",
+      (84.1, 96.8), img=256)
+_swin("swinv2_b_w16.ms_in1k", "v2.0.0/swinv2_base_patch4_window16_256.pth", "swinv2_base_window16_256.ms_in1k",
+      (84.6, 97.0), img=256)
+_swin("swinv2_b_192_22k.ms_in22k", "v2.0.0/swinv2_base_patch4_window12_192_22k.pth",
+      "swinv2_base_window12_192.ms_in22k", img=192)
+_swin("swinv2_b_w12to16_256.ms_in22k_ft_in1k", "v2.0.0/swinv2_base_patch4_window12to16_192to256_22kto1k_ft.pth",
+      "swinv2_base_window12to16_192to256.ms_in22k_ft_in1k", (86.2, 97.9), img=256)
+_swin("swinv2_b_w12to24_384.ms_in22k_ft_in1k", "v2.0.0/swinv2_base_patch4_window12to24_192to384_22kto1k_ft.pth",
+      "swinv2_base_window12to24_192to384.ms_in22k_ft_in1k", (87.1, 98.2), img=384)
+_swin("swinv2_l_192_22k.ms_in22k", "v2.0.0/swinv2_large_patch4_window12_192_22k.pth",
+      "swinv2_large_window12_192.ms_in22k", img=192)
+_swin("swinv2_l_w12to16_256.ms_in22k_ft_in1k", "v2.0.0/swinv2_large_patch4_window12to16_192to256_22kto1k_ft.pth",
+      "swinv2_large_window12to16_192to256.ms_in22k_ft_in1k", (86.9, 98.0), img=256)
+_swin("swinv2_l_w12to24_384.ms_in22k_ft_in1k", "v2.0.0/swinv2_large_patch4_window12to24_192to384_22kto1k_ft.pth",
+      "swinv2_large_window12to24_192to384.ms_in22k_ft_in1k", (87.6, 98.3), img=384)
+
+# ---------------------------------------------------------------------------------------
 # Official Video Swin (SwinTransformer/Video-Swin-Transformer README): mmaction2 layout.
 # Frames resized on the short side with bilinear interpolation, as mmaction2's Resize.
 # ---------------------------------------------------------------------------------------
@@ -105,20 +144,25 @@ _video_swin("video_swin_b_ssv2.k400_22k", "swin_base_patch244_window1677_kinetic
 # ---------------------------------------------------------------------------------------
 # torchvision 0.28 weight tables (IMAGENET1K_V1, KINETICS400_V1, KINETICS400_IMAGENET22K_V1):
 # plain state dicts in torchvision's names; the 8 hex digits of each file name start its SHA-256.
+# torchvision's Swin V2 normalises the position coordinates by the window itself, which is
+# the registered swinv2_t/s/b's pretrained_window_sizes=0.
 # ---------------------------------------------------------------------------------------
 
 
-def _torchvision(name: str, file: str, acc, resize: int, views=None) -> None:
-    _add(name, Source("torchvision_swin3d" if views else "torchvision_swin", url=TORCHVISION + file,
-                      sha256=file.rsplit("-", 1)[1].split(".")[0]),
+def _torchvision(name: str, file: str, acc, resize: int, views=None, img: int = 224) -> None:
+    fmt = "torchvision_swin3d" if views else "torchvision_swinv2" if file.startswith("swin_v2_") else "torchvision_swin"
+    _add(name, Source(fmt, url=TORCHVISION + file, sha256=file.rsplit("-", 1)[1].split(".")[0]),
          license="BSD-3-Clause", acc=acc, label_set="kinetics-400" if views else "imagenet-1k",
-         crop_pct=224 / resize, interpolation="bilinear" if views else "bicubic", video=views,
-         notes=f"torchvision weights (resize {resize}, crop 224)")
+         img_size=img, crop_pct=img / resize, interpolation="bilinear" if views else "bicubic", video=views,
+         notes=f"torchvision weights (resize {resize}, crop {img})")
 
 
 _torchvision("swin_t.tv_in1k", "swin_t-704ceda3.pth", (81.474, 95.776), 232)
 _torchvision("swin_s.tv_in1k", "swin_s-5e29d889.pth", (83.196, 96.36), 246)
 _torchvision("swin_b.tv_in1k", "swin_b-68c6b09e.pth", (83.582, 96.64), 238)
+_torchvision("swinv2_t.tv_in1k", "swin_v2_t-b137f0e2.pth", (82.072, 96.132), 260, img=256)
+_torchvision("swinv2_s.tv_in1k", "swin_v2_s-637d8ceb.pth", (83.712, 96.816), 260, img=256)
+_torchvision("swinv2_b.tv_in1k", "swin_v2_b-781e5279.pth", (84.112, 96.864), 272, img=256)
 _torchvision("video_swin_t.tv_k400_1k", "swin3d_t-7615ae03.pth", (77.715, 93.519), 256, TORCHVISION_VIDEO_VIEWS)
 _torchvision("video_swin_s.tv_k400_1k", "swin3d_s-da41c237.pth", (79.521, 94.158), 256, TORCHVISION_VIDEO_VIEWS)
 _torchvision("video_swin_b.tv_k400_1k", "swin3d_b_1k-24f7c7c6.pth", (79.427, 94.386), 256, TORCHVISION_VIDEO_VIEWS)
