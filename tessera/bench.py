@@ -185,6 +185,7 @@ def benchmark(
     compile: bool = False,
     channels_last: bool = False,
     peer: tuple[str, nn.Module] | None = None,
+    peer_dtype: str | None = None,
     warmup: int = 3,
     iters: int = 3,
     rounds: int = 5,
@@ -192,7 +193,9 @@ def benchmark(
 ) -> BenchResult:
     """Time ``model`` (and ``peer``, a ``(label, module)`` with the same weights) on random
     inputs of ``input_shape`` (batch first). With ``agreement_samples``, also count on that
-    many random inputs how often the top-1 class under ``dtype`` is the fp32 one."""
+    many random inputs how often the top-1 class under ``dtype`` is the fp32 one.
+    ``peer_dtype`` runs the peer in another dtype (the model itself in fp32 as the peer: does
+    ``dtype`` pay on this machine?)."""
     dev = torch.device(device)
     torch_dtype = DTYPES[dtype]
     notes: list[str] = []
@@ -213,7 +216,8 @@ def benchmark(
         runners[label] = peer_model
     if compile:
         runners = {k: torch.compile(m) for k, m in runners.items()}
-    fns = {k: make_step(m, x, torch_dtype, train) for k, m in runners.items()}
+    dtypes = {k: DTYPES[peer_dtype] if peer_dtype and k != "tessera" else torch_dtype for k in runners}
+    fns = {k: make_step(m, x, dtypes[k], train) for k, m in runners.items()}
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     timings = time_rounds(fns, dev, warmup, iters, rounds, input_shape[0])
@@ -222,7 +226,8 @@ def benchmark(
     rate = max(rates.values())
     agreement = {}
     if agreement_samples:
-        models = {"tessera": model, **dict([peer] if peer is not None else [])}  # uncompiled, on ``dev``
+        same = peer is not None and peer[1] is model
+        models = {"tessera": model, **dict([peer] if peer is not None and not same else [])}  # uncompiled
         agreement = {k: top1_agreement(m, input_shape, agreement_samples, torch_dtype, dev) for k, m in models.items()}
     work = 2 * macs * (3 if train else 1)  # backward costs about twice the forward
     ours = timings["tessera"]

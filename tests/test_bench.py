@@ -88,3 +88,16 @@ def test_benchmark_needs_no_training_dependencies():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout)["model"] == "swin_t"
+
+
+def test_the_model_in_fp32_is_a_peer_of_its_own_autocast(capsys):
+    """``--compare fp32`` times the same model in fp32, interleaved with the --dtype run: the
+    ratio says whether bf16 pays on this machine."""
+    args = ["benchmark", "swin_t", "--img-size", "32", "--batch-size", "1", "--warmup", "0", "--iters", "1",
+            "--rounds", "1", "--compare", "fp32", "--json"]
+    assert main([*args, "--dtype", "bf16"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["dtype"] == "bf16" and out["peer"]["name"] == "tessera fp32"
+    assert out["ratio"] == out["ours"]["samples_per_s"] / out["peer"]["samples_per_s"]
+    assert main(args) == 2  # fp32 against itself says nothing
+    assert "--compare fp32" in capsys.readouterr().err

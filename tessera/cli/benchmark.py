@@ -24,9 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model(s)")
     p.add_argument("--channels-last", action="store_true", help="channels-last input and weights")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--compare", choices=["timm", "torchvision", "onnxruntime", "openvino"],
-                   help="time the same model in a peer library (same weights) or a deployment runtime "
-                        "(tessera's own ONNX graph), rounds interleaved")
+    p.add_argument("--compare", choices=["timm", "torchvision", "onnxruntime", "openvino", "fp32"],
+                   help="time the same model in a peer library (same weights), a deployment runtime "
+                        "(tessera's own ONNX graph), or itself in fp32 (fp32: does --dtype pay here?), "
+                        "rounds interleaved")
     p.add_argument("--backend", help="backend setting: auto (default), reference, a backend's name, "
                                      "or exclusions such as auto,-native (see tessera info)")
     p.add_argument("--threads", type=count(1), help="CPU threads (default: torch's)")
@@ -80,12 +81,16 @@ def run(args: argparse.Namespace) -> int:
             if args.train or args.compile or args.device != "cpu":
                 raise TesseraError(f"--compare {args.compare} times CPU inference (no --train, --compile, --device)")
             peer = (args.compare, RuntimePeer(args.compare, model, shape, args.dtype, torch.get_num_threads(), workdir))
+        elif args.compare == "fp32":
+            if args.dtype == "fp32":
+                raise TesseraError("--compare fp32 times the model in fp32 against --dtype bf16 or fp16")
+            peer = ("tessera fp32", model)
         elif args.compare:
             registered = getattr(model, "model_name", None) or args.model
             peer = (args.compare, peer_model(args.compare, registered, model))
         result = benchmark(model, args.model, shape, dtype=args.dtype, train=args.train, device=args.device,
                            compile=args.compile, channels_last=args.channels_last, peer=peer,
-                           warmup=args.warmup, iters=args.iters, rounds=args.rounds,
+                           peer_dtype="fp32" if args.compare == "fp32" else None, warmup=args.warmup, iters=args.iters, rounds=args.rounds,
                            agreement_samples=args.agreement)
     print(json.dumps(result.to_dict()) if args.json else format_result(result))
     return 0
