@@ -239,7 +239,7 @@ def _foreign(path: Path, arch: str | None, load_weights: bool, format: str | Non
                 model = infer_architecture(sd, size_rule=report.size_rule).build(**overrides)
         except CheckpointError as err:
             if entry is None:  # the reason of the inference, and how to name the model on the command line
-                raise CheckpointError(f"{path}: {err} (--model NAME, or NAME --checkpoint FILE)") from None
+                raise CheckpointError(f"{err} (--model NAME, or NAME --checkpoint FILE)") from None  # err names path
             model = create_model(entry.model, **{**entry.args, **overrides})
     rule = getattr(model, "size_rule", None)
     if report.size_rule is not None and rule == report.size_rule:
