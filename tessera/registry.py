@@ -68,7 +68,8 @@ def create_model(
         name: a name from :func:`list_models`.
         pretrained: a checkpoint file or a directory written by ``save_pretrained``; loaded
             with :func:`tessera.load_checkpoint` (any supported format).
-        features_only: return a feature-pyramid model instead of a classifier.
+        features_only: return a feature-pyramid model instead of a classifier (built with
+            the entrypoint's ``features_defaults`` arguments, if it has any).
         out_indices: the stages the pyramid returns.
         **overrides: constructor arguments that replace the variant's defaults
             (``num_classes=10``, ``drop_path_rate=0.1``, ...).
@@ -78,6 +79,10 @@ def create_model(
     take or cannot be built with.
     """
     entrypoint = model_entrypoint(name)
+    if features_only:
+        # a family's pyramid may be built differently from its classifier (Swin: the official
+        # detection and segmentation backbone partitions every stage into windows)
+        overrides = {**getattr(entrypoint, "features_defaults", {}), **overrides}
     try:
         model = entrypoint(**overrides)
     except (TypeError, ValueError, RuntimeError) as e:  # an unknown argument, or values that do not fit

@@ -315,11 +315,13 @@ _PLANS: dict[tuple, WindowPlan] = {}
 
 
 def get_plan(
-    grid: Sequence[int], window: Sequence[int], shift: Sequence[int], device: torch.device
+    grid: Sequence[int], window: Sequence[int], shift: Sequence[int], device: torch.device, clamp: bool = True
 ) -> WindowPlan:
     """The cached :class:`WindowPlan` of a stage with window ``window`` and odd-block shift
-    ``shift`` on an input grid ``grid`` (clamped per axis as the official Video Swin)."""
-    win, sft = effective_window(grid, window, shift)
+    ``shift`` on an input grid ``grid`` (clamped per axis as the official Video Swin; with
+    ``clamp=False`` the window and shift are kept whatever the grid, which is padded, as the
+    official detection and segmentation backbones do)."""
+    win, sft = effective_window(grid, window, shift) if clamp else (tuple(window), tuple(shift))
     grid = tuple(int(g) for g in grid)
     key = (grid, win, sft, str(device))
     if torch.compiler.is_compiling():

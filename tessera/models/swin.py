@@ -153,6 +153,11 @@ class SwinStage(nn.Module):
     """A stage of Swin blocks, alternating regular and shifted windows, with the patch
     merging at its end (official layout: ``layers.{i}.downsample``).
 
+    On a map no larger than the window along an axis, the window is clamped to the map there
+    and the shift dropped (the official classifiers); ``always_partition=True`` keeps the
+    window and shift and pads the map instead (the official detection and segmentation
+    backbones).
+
     Shape: ``(B, *grid, C) -> (B, *grid', C')`` (grid halved in space and C doubled when
     there is a downsample).
     """
@@ -173,10 +178,12 @@ class SwinStage(nn.Module):
         norm_layer: type[nn.Module] = nn.LayerNorm,
         downsample: bool = False,
         bias_index_mode: str = "exact",
+        always_partition: bool = False,
     ) -> None:
         super().__init__()
         self.window_size = tuple(window_size)
         self.shift_size = tuple(shift_size)
+        self.always_partition = always_partition
         zero = (0,) * len(self.window_size)
         drop_path = list(drop_path) or [0.0] * depth
         self.blocks = nn.ModuleList(
@@ -191,7 +198,7 @@ class SwinStage(nn.Module):
         self.fast_path = True
 
     def plan(self, grid: Sequence[int], device: torch.device) -> WindowPlan:
-        return get_plan(grid, self.window_size, self.shift_size, device)
+        return get_plan(grid, self.window_size, self.shift_size, device, clamp=not self.always_partition)
 
     def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
         """The blocks without the downsample: ``(B, *grid, C) -> (B, *grid, C)``."""
@@ -246,6 +253,7 @@ class _SwinBase(TesseraModel):
         clamp_at_construction: bool,
         bias_index_mode: str,
         norm_layer: type[nn.Module] = nn.LayerNorm,
+        always_partition: bool = False,
     ) -> None:
         super().__init__()
         if len(depths) != len(num_heads):
@@ -260,6 +268,7 @@ class _SwinBase(TesseraModel):
         self.window_size = tuple(window_size)
         self.img_size = tuple(img_size) if img_size is not None else None
         self.ape = ape
+        self.always_partition = always_partition
 
         self.patch_embed = PatchEmbed(self.patch_size, in_chans, embed_dim, norm=patch_norm)
         if ape:
@@ -275,7 +284,7 @@ class _SwinBase(TesseraModel):
         for i, depth in enumerate(depths):
             window = self.window_size
             shift = tuple(w // 2 for w in window)
-            if clamp_at_construction and self.img_size is not None:
+            if clamp_at_construction and self.img_size is not None and not always_partition:
                 # official 2D: a stage whose map is no larger than the window at img_size
                 # gets a square window of the map's size and no shift
                 res = [s // p // 2**i for s, p in zip(self.img_size, self.patch_size)]
@@ -298,6 +307,7 @@ class _SwinBase(TesseraModel):
                     norm_layer=norm_layer,
                     downsample=i < self.num_layers - 1,
                     bias_index_mode=bias_index_mode,
+                    always_partition=always_partition,
                 )
             )
         # one entry per stage output of forward_intermediates (see tessera.models.features)
@@ -428,6 +438,11 @@ class SwinTransformer(_SwinBase):
         patch_norm: LayerNorm after the patch embedding.
         use_checkpoint: gradient checkpointing from the start.
         head_drop_rate: dropout before the head.
+        always_partition: every stage keeps its window and shift whatever the size of its map,
+            which is padded to a multiple of the window (the official detection and
+            segmentation backbones; timm's and Hugging Face's ``always_partition``). The
+            default clamps, as the official classifier: at construction for ``img_size``
+            (stage 4 of Swin-T at 224 has no shift) and at run time.
 
     Shape: ``(B, in_chans, H, W) -> (B, num_classes)``; ``forward_features`` gives
     ``(B, C * 8, ceil(H / 32), ceil(W / 32))`` for four stages.
@@ -453,6 +468,7 @@ class SwinTransformer(_SwinBase):
         patch_norm: bool = True,
         use_checkpoint: bool = False,
         head_drop_rate: float = 0.0,
+        always_partition: bool = False,
     ) -> None:
         img = to_ntuple(img_size, 2, "img_size")
         super().__init__(
@@ -462,6 +478,7 @@ class SwinTransformer(_SwinBase):
             qk_scale=qk_scale, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate,
             drop_path_rate=drop_path_rate, ape=ape, patch_norm=patch_norm, use_checkpoint=use_checkpoint,
             head_drop_rate=head_drop_rate, clamp_at_construction=True, bias_index_mode="exact",
+            always_partition=always_partition,
         )
         self.default_cfg["input_size"] = (in_chans, *img)
         if img[0] >= 384:
@@ -528,6 +545,13 @@ _IMAGE_DROP_PATH = {"t": 0.2, "s": 0.3, "b": 0.5, "l": 0.2}
 _VIDEO_DROP_PATH = {"t": 0.1, "s": 0.1, "b": 0.3, "l": 0.3}
 
 
+def _pyramid_is_official_backbone(fn):
+    """``create_model(name, features_only=True)`` builds the official detection and
+    segmentation backbone: every stage keeps its window and shift (``always_partition``)."""
+    fn.features_defaults = {"always_partition": True}
+    return fn
+
+
 def _image(size: str, img: int = 224, window: int = 7, **kwargs) -> dict:
     return {**_SIZES[size], "img_size": img, "window_size": window, "drop_path_rate": _IMAGE_DROP_PATH[size], **kwargs}
 
@@ -537,36 +561,42 @@ def _video(size: str, window=(8, 7, 7), **kwargs) -> dict:
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swin_t(**kwargs) -> SwinTransformer:
     """Swin-T: C96, depths 2-2-6-2, window 7, 224."""
     return SwinTransformer(**{**_image("t"), **kwargs})
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swin_s(**kwargs) -> SwinTransformer:
     """Swin-S: C96, depths 2-2-18-2, window 7, 224."""
     return SwinTransformer(**{**_image("s"), **kwargs})
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swin_b(**kwargs) -> SwinTransformer:
     """Swin-B: C128, depths 2-2-18-2, window 7, 224."""
     return SwinTransformer(**{**_image("b"), **kwargs})
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swin_b_384(**kwargs) -> SwinTransformer:
     """Swin-B at 384 with window 12."""
     return SwinTransformer(**{**_image("b", img=384, window=12), **kwargs})
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swin_l(**kwargs) -> SwinTransformer:
     """Swin-L: C192, depths 2-2-18-2, window 7, 224."""
     return SwinTransformer(**{**_image("l"), **kwargs})
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swin_l_384(**kwargs) -> SwinTransformer:
     """Swin-L at 384 with window 12."""
     return SwinTransformer(**{**_image("l", img=384, window=12), **kwargs})
