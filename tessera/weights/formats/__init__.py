@@ -65,4 +65,4 @@ def detect_format(state_dict: Mapping[str, torch.Tensor]) -> Format:
 
 
 # the foreign formats register themselves, ahead of the catch-all
-from . import hf, timm, torchvision  # noqa: E402,F401
+from . import hf, seg, timm, torchvision  # noqa: E402,F401
