@@ -134,4 +134,4 @@ register_data_kind("image", DataKind(build_image_dataset, build_image_augment,
                                      lambda cfg: {"img_size": cfg.img_size}))
 
 
-from . import video  # noqa: F401  (registers the 'video' kind; needs the names above)
+from . import segmentation, video  # noqa: E402,F401  (register the 'segmentation' and 'video' kinds)
