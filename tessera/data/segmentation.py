@@ -403,27 +403,31 @@ class SegmentationFolder(SegmentationDataset):
 #: scenes per split of the built-in digit scenes
 DIGIT_SCENE_COUNTS = {"train": 2000, "val": 200, "test": 400}
 DIGIT_SCENE_CLASSES = ["background", *(str(d) for d in range(10))]
+DIGIT_SCENE_SIZE = 64
+DIGIT_SIZES = (14, 28)
 
 
 @lru_cache(maxsize=6)
-def _rendered_scenes(split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
+def _rendered_scenes(split: str, count: int, size: int, digit_sizes: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     from .digit_scenes import make_scenes, render_scene
 
-    rendered = [render_scene(s) for s in make_scenes(split, count)]
+    rendered = [render_scene(s) for s in make_scenes(split, count, size, size, sizes=digit_sizes)]
     return np.stack([r[0] for r in rendered]), np.stack([r[1] for r in rendered])
 
 
 class DigitScenes(SegmentationDataset):
-    """The built-in digit scenes (:mod:`tessera.data.digit_scenes`, 64x64 canvases with one
-    to three digits): label 0 background, ``1 + d`` digit ``d``. A fixed split: the scenes of
-    a split use only that split's digit images."""
+    """The built-in digit scenes (:mod:`tessera.data.digit_scenes`): ``size x size``
+    canvases with one to three digits of ``digit_sizes`` pixels; label 0 background,
+    ``1 + d`` digit ``d``. A fixed split: the scenes of a split use only that split's digit
+    images."""
 
-    def __init__(self, split: str = "train", count: int | None = None, **kwargs) -> None:
+    def __init__(self, split: str = "train", count: int | None = None, size: int = DIGIT_SCENE_SIZE,
+                 digit_sizes: tuple[int, int] = DIGIT_SIZES, **kwargs) -> None:
         super().__init__(**kwargs)
         if split not in DIGIT_SCENE_COUNTS:
             raise DataError(f"digit_scenes has the splits {', '.join(DIGIT_SCENE_COUNTS)}, not {split!r}")
         self.split, self.count = split, count or DIGIT_SCENE_COUNTS[split]
-        self.images, self.labels = _rendered_scenes(split, self.count)
+        self.images, self.labels = _rendered_scenes(split, self.count, size, tuple(digit_sizes))
         self.classes = list(DIGIT_SCENE_CLASSES)
 
     def __len__(self) -> int:

@@ -31,7 +31,7 @@ from .evaluation import autocast
 
 
 @dataclass(frozen=True)
-class TestProtocol:
+class EvalProtocol:
     """How a segmentation model is evaluated (the recipe's ``data.test_*`` keys)."""
 
     mode: str = "whole"
@@ -42,7 +42,7 @@ class TestProtocol:
     flip: bool = False
 
     @classmethod
-    def from_data(cls, d) -> TestProtocol:
+    def from_data(cls, d) -> EvalProtocol:
         """From a :class:`~tessera.train.recipe.DataConfig` or the ``data`` dict of a run."""
         get = (lambda k: d.get(k)) if isinstance(d, dict) else (lambda k: getattr(d, k))
         crop = get("crop_size") or (get("img_size"), get("img_size"))
@@ -64,7 +64,7 @@ class TestProtocol:
         return f"{how}, {scale}{views}{flips}"
 
 
-def test_size(height: int, width: int, img_scale: Sequence[int] | None, ratio: float) -> tuple[int, int]:
+def eval_size(height: int, width: int, img_scale: Sequence[int] | None, ratio: float) -> tuple[int, int]:
     """``(h, w)`` of an image rescaled for testing (mmseg's ``Resize(keep_ratio=True)``)."""
     base = img_scale if img_scale is not None else (width, height)
     new_w, new_h = rescale_size(width, height, (int(base[0] * ratio), int(base[1] * ratio)))
@@ -100,7 +100,7 @@ def slide_logits(model: nn.Module, x: torch.Tensor, crop: Sequence[int], stride:
     return out / count
 
 
-def view_logits(model: nn.Module, x: torch.Tensor, protocol: TestProtocol,
+def view_logits(model: nn.Module, x: torch.Tensor, protocol: EvalProtocol,
                 amp_dtype: torch.dtype | None = None) -> torch.Tensor:
     """The model's logits on an already rescaled (and flipped) batch, whole or sliding."""
     if protocol.mode == "slide":
@@ -110,7 +110,7 @@ def view_logits(model: nn.Module, x: torch.Tensor, protocol: TestProtocol,
 
 
 @torch.no_grad()
-def segment(model: nn.Module, x: torch.Tensor, protocol: TestProtocol, amp_dtype: torch.dtype | None = None,
+def segment(model: nn.Module, x: torch.Tensor, protocol: EvalProtocol, amp_dtype: torch.dtype | None = None,
             align_corners: bool = False) -> torch.Tensor:
     """Log-probabilities ``(B, K, H, W)`` of normalised images ``(B, 3, H, W)`` at their own
     size, under ``protocol`` (see the module docstring). The model is used as it is (put it
@@ -119,7 +119,7 @@ def segment(model: nn.Module, x: torch.Tensor, protocol: TestProtocol, amp_dtype
     views = [(ratio, flip) for ratio in protocol.ratios for flip in ((False, True) if protocol.flip else (False,))]
     total = None
     for ratio, flip in views:
-        size = test_size(height, width, protocol.img_scale, ratio)
+        size = eval_size(height, width, protocol.img_scale, ratio)
         xi = resize(x, size, align_corners)
         if flip:
             xi = xi.flip(-1)
@@ -166,7 +166,7 @@ def label_map_image(labels: np.ndarray, colours: np.ndarray):
 
 
 @torch.no_grad()
-def evaluate_segmentation(model: nn.Module, loader, transform: nn.Module, protocol: TestProtocol, num_classes: int,
+def evaluate_segmentation(model: nn.Module, loader, transform: nn.Module, protocol: EvalProtocol, num_classes: int,
                           info, amp_dtype: torch.dtype | None = None, skipped=None, progress: str | None = None,
                           ignore_index: int = 255, align_corners: bool = False):
     """Run ``model`` (in eval mode) over ``loader`` (images and label maps at their own
@@ -197,3 +197,22 @@ def evaluate_segmentation(model: nn.Module, loader, transform: nn.Module, protoc
             meter.update(log_probs.argmax(1), yb, loss)
     model.train(was_training)
     return meter.reduce(info)
+
+
+@torch.no_grad()
+def predict_segmentation(model: nn.Module, info: dict, images: list, protocol: EvalProtocol | None = None,
+                         ) -> list[np.ndarray]:
+    """The label map ``uint8 (H, W)`` of each PIL image, at its own size, with the model's
+    normalisation and test protocol (from its run information, unless ``protocol``)."""
+    from ..data.augment import ImageAugment
+
+    device = next(model.parameters()).device
+    normalise = ImageAugment(info["data"]["mean"], info["data"]["std"]).to(device)
+    protocol = protocol or EvalProtocol.from_data(info["data"])
+    model.eval()
+    out = []
+    for img in images:
+        x = torch.from_numpy(np.array(img.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)[None].to(device)
+        log_probs = segment(model, normalise(x), protocol, align_corners=bool(getattr(model, "align_corners", False)))
+        out.append(log_probs.argmax(1)[0].to(torch.uint8).cpu().numpy())
+    return out

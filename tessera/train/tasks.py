@@ -107,11 +107,11 @@ class SegmentationTask(Task):
     summary_keys = ("val_loss", "val_miou", "val_acc", "ema_val_miou")
 
     def __init__(self, recipe: Recipe, classes: Sequence[str], model: nn.Module | None = None) -> None:
-        from .seg_inference import TestProtocol
+        from .seg_inference import EvalProtocol
 
         self.recipe, self.classes, self.num_classes = recipe, list(classes), len(classes)
         self.ignore_index = recipe.data.ignore_index
-        self.protocol = TestProtocol.from_data(recipe.data)
+        self.protocol = EvalProtocol.from_data(recipe.data)
         self.loss_weights = dict(getattr(model, "loss_weights", {"out": 1.0}))
         self.align_corners = bool(getattr(model, "align_corners", False))
 

@@ -147,24 +147,23 @@ class UperNet(SegmentationModel):
 def upernet_for(backbone: str, drop_path_rate: float = 0.3, **kwargs) -> UperNet:
     """UperNet with the official settings on the pyramid of ``backbone`` (a registered
     name); ``kwargs`` override :class:`UperNet`'s arguments, ``backbone_args`` are merged."""
-    kwargs.setdefault("backbone", backbone)  # a rebuilt model (its recorded arguments) names it
     kwargs["backbone_args"] = {"drop_path_rate": drop_path_rate, **(kwargs.get("backbone_args") or {})}
-    return UperNet(**kwargs)
+    return UperNet(backbone=backbone, **kwargs)
 
 
 @register_model
 def upernet_swin_t(**kwargs) -> UperNet:
     """UperNet on Swin-T (ADE20K: 44.51 mIoU single scale, 45.81 multi-scale + flip)."""
-    return upernet_for("swin_t", **kwargs)
+    return upernet_for(**{"backbone": "swin_t", **kwargs})
 
 
 @register_model
 def upernet_swin_s(**kwargs) -> UperNet:
     """UperNet on Swin-S (ADE20K: 47.64 / 49.47 mIoU)."""
-    return upernet_for("swin_s", **kwargs)
+    return upernet_for(**{"backbone": "swin_s", **kwargs})
 
 
 @register_model
 def upernet_swin_b(**kwargs) -> UperNet:
     """UperNet on Swin-B (ADE20K: 48.13 / 49.72 mIoU)."""
-    return upernet_for("swin_b", **kwargs)
+    return upernet_for(**{"backbone": "swin_b", **kwargs})
