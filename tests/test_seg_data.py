@@ -104,7 +104,7 @@ def test_unreadable_and_mismatched_samples_are_reported_not_fatal(tmp_path):
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "labels" / "2.png")
     ds = SegmentationFolder(tmp_path)
     items = [ds[i] for i in range(3)]
-    x, y, bad = collate_skipping_bad(items)
+    x, _, bad = collate_skipping_bad(items)
     assert x.shape == (1, 3, 24, 32) and [b.index for b in bad] == [1, 2]
     assert "label map" in bad[1].reason and str(tmp_path / "images" / "1.png") == bad[0].path
 

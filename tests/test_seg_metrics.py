@@ -13,7 +13,7 @@ from tessera.errors import DataError
 from tessera.losses import dice_loss, pixel_cross_entropy, segmentation_loss
 from tessera.train.optim import param_groups
 from tessera.train.schedule import WarmupCosine
-from tessera.train.seg_inference import EvalProtocol, segment, slide_logits, eval_size, window_boxes
+from tessera.train.seg_inference import EvalProtocol, eval_size, segment, slide_logits, window_boxes
 from tessera.train.seg_metrics import SegmentationMeter, confusion_matrix, scores_from_confusion
 
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from test_crash_safety import environment, finish, halted, tessera
 
 from tessera.train.checkpoint import load_state, read_run_info
-from test_crash_safety import environment, finish, halted, tessera
 
 TINY_UPERNET = ("model.args={channels: 16, aux_channels: 8, backbone_args: {embed_dim: 8, depths: [2, 2, 2, 2], "
                 "num_heads: [1, 1, 2, 2], window_size: 4, drop_path_rate: 0.1}}")

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ...layers.helpers import check_input
 from ..base import TesseraModel

@@ -41,8 +41,7 @@ def is_swin_unet(sd: Mapping[str, torch.Tensor]) -> bool:
 
 
 def convert_swin_unet(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    prefix = "swin_unet."
-    return drop_derived({k[len(prefix):] if k.startswith(prefix) else k: v for k, v in sd.items()})
+    return drop_derived({k.removeprefix("swin_unet."): v for k, v in sd.items()})
 
 
 register_format(Format("mmseg", is_mmseg, convert_mmseg,
