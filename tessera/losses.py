@@ -120,12 +120,14 @@ def segmentation_loss(outputs: torch.Tensor | dict[str, torch.Tensor], target: t
                       ignore_index: int = 255) -> torch.Tensor:
     """``sum_k weights[k] * (ce_weight * CE + dice_weight * Dice)(outputs[k], target)`` over
     the outputs of a segmentation model (one tensor, or a dict such as UperNet's ``out`` and
-    ``aux`` in training; ``weights`` its ``loss_weights``). Every output is ``(B, K, H, W)``
-    at the labels' size."""
+    ``aux`` in training; ``weights`` its ``loss_weights``). Every output is ``(B, K, h, w)``,
+    resized bilinearly to the labels' size if it differs (as mmseg's losses do)."""
     if isinstance(outputs, torch.Tensor):
         outputs = {"out": outputs}
     total = None
     for key, logits in outputs.items():
+        if logits.shape[-2:] != target.shape[-2:]:
+            logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
         loss = 0.0
         if ce_weight:
             loss = ce_weight * pixel_cross_entropy(logits, target, ignore_index)

@@ -6,6 +6,10 @@ Every family has a variant of at most 30M parameters; those run every check. The
 variants share their family's code and are checked on the ``meta`` device (built, and their
 shapes traced through the whole API, without allocating or computing anything), which keeps
 the suite fast.
+
+Segmentation models (``task = "segmentation"``: per-pixel logits) have checks of their own at
+the end; UperNet's official variants are all above 30M parameters, its every check runs on a
+small configuration in ``test_seg_models.py``.
 """
 
 import pytest
@@ -19,14 +23,16 @@ CLIP = (4, 32, 32)
 HEAVY_PARAMS = 30_000_000
 
 
-def _count(name: str) -> int:
+def _count(name: str) -> tuple[int, str]:
     with torch.device("meta"):
-        return sum(p.numel() for p in tessera.create_model(name).parameters())
+        model = tessera.create_model(name)
+    return sum(p.numel() for p in model.parameters()), getattr(model, "task", "classification")
 
 
 _COUNTS = {name: _count(name) for name in tessera.list_models()}
-MODELS = [n for n, c in _COUNTS.items() if c <= HEAVY_PARAMS]
-HEAVY = [n for n, c in _COUNTS.items() if c > HEAVY_PARAMS]
+MODELS = [n for n, (c, task) in _COUNTS.items() if c <= HEAVY_PARAMS and task == "classification"]
+HEAVY = [n for n, (c, task) in _COUNTS.items() if c > HEAVY_PARAMS and task == "classification"]
+SEGMENTATION = [n for n, (c, task) in _COUNTS.items() if task == "segmentation"]
 
 
 def is_video(name: str) -> bool:
@@ -188,3 +194,62 @@ def test_large_variant_shapes_on_meta(name):
         bare = model(x)
     assert out.shape == (2, 7)
     assert pooled.shape == bare.shape == (2, model.num_features)
+
+
+# ---------------------------------------------------------------------------------------
+# Segmentation models: (B, C, H, W) -> (B, classes, H, W)
+# ---------------------------------------------------------------------------------------
+
+SEG_LIGHT = [n for n in SEGMENTATION if _COUNTS[n][0] <= HEAVY_PARAMS]
+
+
+@pytest.mark.parametrize("name", SEG_LIGHT)
+def test_segmentation_forward_backward_and_round_trip(name):
+    torch.manual_seed(0)
+    model = build(name, num_classes=7).train()
+    x = sample(model)
+    out = model(x)
+    outputs = out if isinstance(out, dict) else {"out": out}
+    assert all(v.shape == (2, 7, IMAGE_SIZE, IMAGE_SIZE) and torch.isfinite(v).all() for v in outputs.values())
+    sum(v.square().mean() for v in outputs.values()).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        full = model(x)
+        torch.testing.assert_close(model(x[:1]), full[:1], atol=1e-5, rtol=1e-4)
+        clone = type(model)(**model.model_args).eval()
+        clone.load_state_dict(model.state_dict())
+        torch.testing.assert_close(clone(x), full, atol=1e-6, rtol=1e-6)
+    model.reset_classifier(3)
+    with torch.no_grad():
+        assert model(x).shape == (2, 3, IMAGE_SIZE, IMAGE_SIZE)
+
+
+@pytest.mark.parametrize("name", SEG_LIGHT)
+@pytest.mark.parametrize("kind", ["rank", "channels", "dtype", "too_small"])
+def test_segmentation_bad_input_is_a_clear_error(name, kind):
+    model = build(name, num_classes=7)
+    bad = bad_input(kind, sample(model))
+    called = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: called.append(n))
+             for n, m in model.named_modules() if n]
+    try:
+        with pytest.raises(InputShapeError) as info:
+            model(bad)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert str(tuple(bad.shape)) in str(info.value) and not called
+
+
+@pytest.mark.parametrize("name", SEGMENTATION)
+def test_segmentation_shapes_on_meta(name):
+    with torch.device("meta"):
+        model = build(name, num_classes=7)
+        x = sample(model)
+        out = model.train()(x)
+        outputs = out if isinstance(out, dict) else {"out": out}
+        assert all(v.shape == (2, 7, IMAGE_SIZE, IMAGE_SIZE) for v in outputs.values())
+        assert model.eval()(x).shape == (2, 7, IMAGE_SIZE, IMAGE_SIZE)
+        clone = type(model)(**model.model_args)
+        assert [p.shape for p in clone.parameters()] == [p.shape for p in model.parameters()]

@@ -115,7 +115,7 @@ def test_swin_unet_takes_grey_images_and_rejects_sizes_its_skips_cannot_align():
     with torch.no_grad():
         torch.testing.assert_close(model(x), model(x.repeat(1, 3, 1, 1)))
         assert model(torch.randn(1, 3, 96, 128)).shape == (1, 5, 96, 128)
-    with pytest.raises(ValueError, match="divisible by 32"):
+    with pytest.raises(ValueError, match="expected H and W divisible by 32"):
         model(torch.randn(1, 3, 64, 80))
 
 

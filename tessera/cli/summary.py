@@ -26,6 +26,14 @@ def stage_shapes(model: torch.nn.Module, x: torch.Tensor) -> list[tuple[str, tup
         return [(f"stage {i}", tuple(o.shape)) for i, o in enumerate(model.eval().forward_intermediates(x))]
 
 
+def shapes(value) -> str:
+    """The shape of a tensor, or of each tensor in (nested) lists and tuples: the features of
+    a segmentation model are a pyramid."""
+    if isinstance(value, torch.Tensor):
+        return str(tuple(value.shape))
+    return "[" + ", ".join(shapes(v) for v in value) + "]"
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import create_model, model_stats
     from ..export import input_shape_for
@@ -39,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             ("GMACs", f"{stats['macs'] / 1e9:.3f}")]
     rows += [(name, str(s)) for name, s in stage_shapes(model, x)]
     with torch.no_grad():
-        rows.append(("features", str(tuple(model.forward_features(x).shape))))
+        rows.append(("features", shapes(model.forward_features(x))))
         rows.append(("logits", str(tuple(model(x).shape))))
     width = max(len(r[0]) for r in rows)
     for k, v in rows:

@@ -49,8 +49,12 @@ class SegmentationModel(TesseraModel):
         super().__init__()
         self.default_cfg.update(crop_pct=1.0, interpolation="bilinear")
 
+    #: the smallest input side (the backbone's first patch)
+    min_input_size: int = 1
+
     def _check(self, x: torch.Tensor) -> None:
-        check_input(x, rank=4, channels=self.in_chans, layout=f"(B, {self.in_chans}, H, W)")
+        side = self.min_input_size
+        check_input(x, rank=4, channels=self.in_chans, layout=f"(B, {self.in_chans}, H, W)", min_size=(side, side))
 
     def decode(self, features: Any) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

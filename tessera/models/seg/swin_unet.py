@@ -104,7 +104,8 @@ class SwinUnet(SegmentationModel):
     A one-channel input is repeated to three channels when ``in_chans`` is 3, as the
     official ``SwinUnet`` wrapper does.
 
-    Shape: ``(B, in_chans, H, W) -> (B, num_classes, H, W)``.
+    Shape: ``(B, in_chans, H, W) -> (B, num_classes, H, W)`` (with the official patch of 4; see
+    :meth:`forward`).
     """
 
     def __init__(
@@ -134,6 +135,7 @@ class SwinUnet(SegmentationModel):
         self.in_chans = in_chans
         self.img_size = to_ntuple(img_size, 2, "img_size")
         self.patch_size = to_ntuple(patch_size, 2, "patch_size")
+        self.min_input_size = max(self.patch_size)
         self.num_layers = n = len(depths)
         self.embed_dim = embed_dim
         self.num_features = embed_dim * 2 ** (n - 1)
@@ -176,13 +178,17 @@ class SwinUnet(SegmentationModel):
         super()._check(x)
         multiple = self.patch_size[0] * 2 ** (self.num_layers - 1)
         if x.shape[-2] % multiple or x.shape[-1] % multiple:
-            raise InputShapeError(f"Swin-Unet needs H and W divisible by {multiple} (patch x 2**(stages - 1)) so "
-                                  f"that its skip connections align; got input of shape {tuple(x.shape)}")
+            raise InputShapeError(f"expected H and W divisible by {multiple} (patch x 2**(stages - 1): Swin-Unet's "
+                                  f"skip connections must align), got input of shape {tuple(x.shape)}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_chans, H, W) -> (B, num_classes, 4 H / patch, 4 W / patch)``: the input's
+        size with the official patch of 4 (the final expanding is 4x whatever the patch, as
+        in the official code)."""
         if x.dim() == 4 and x.shape[1] == 1 and self.in_chans == 3:
             x = x.repeat(1, 3, 1, 1)  # the official wrapper's grey-scale input
-        return super().forward(x)
+        self._check(x)
+        return self.decode(self.forward_features(x))["out"]
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The normalised bottleneck ``(B, h, w, C * 2**(n-1))`` and the skips: the input of

@@ -78,6 +78,7 @@ class UperNet(SegmentationModel):
         args = {"num_classes": 0, "in_chans": in_chans, **(backbone_args or {})}
         self.backbone = create_model(backbone, features_only=True, **args)
         widths = self.backbone.feature_info.channels()
+        self.min_input_size = max(getattr(self.backbone.model, "patch_size", (1,))[-2:])
         self.num_features = widths[-1]
         self.decode_head = UPerHead(widths, channels, num_classes, pool_scales, dropout, align_corners)
         self.aux_index = aux_index
