@@ -203,10 +203,15 @@ def test_large_variant_shapes_on_meta(name):
 SEG_LIGHT = [n for n in SEGMENTATION if _COUNTS[n][0] <= HEAVY_PARAMS]
 
 
-@pytest.mark.parametrize("name", SEG_LIGHT)
-def test_segmentation_forward_backward_and_round_trip(name):
+@pytest.fixture(scope="module", params=SEG_LIGHT)
+def seg_built(request):
     torch.manual_seed(0)
-    model = build(name, num_classes=7).train()
+    return request.param, build(request.param, num_classes=7)
+
+
+def test_segmentation_forward_backward_and_round_trip(seg_built):
+    name, model = seg_built
+    model.train()
     x = sample(model)
     out = model(x)
     outputs = out if isinstance(out, dict) else {"out": out}
@@ -220,15 +225,14 @@ def test_segmentation_forward_backward_and_round_trip(name):
         clone = type(model)(**model.model_args).eval()
         clone.load_state_dict(model.state_dict())
         torch.testing.assert_close(clone(x), full, atol=1e-6, rtol=1e-6)
-    model.reset_classifier(3)
+    clone.reset_classifier(3)
     with torch.no_grad():
-        assert model(x).shape == (2, 3, IMAGE_SIZE, IMAGE_SIZE)
+        assert clone(x).shape == (2, 3, IMAGE_SIZE, IMAGE_SIZE)
 
 
-@pytest.mark.parametrize("name", SEG_LIGHT)
 @pytest.mark.parametrize("kind", ["rank", "channels", "dtype", "too_small"])
-def test_segmentation_bad_input_is_a_clear_error(name, kind):
-    model = build(name, num_classes=7)
+def test_segmentation_bad_input_is_a_clear_error(seg_built, kind):
+    name, model = seg_built
     bad = bad_input(kind, sample(model))
     called = []
     hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: called.append(n))

@@ -149,3 +149,13 @@ def test_digit_scenes_are_a_fixed_split_with_eleven_classes():
     assert image.shape == (3, 64, 64) and labels.max() <= 10 and (labels > 0).any()
     with pytest.raises(DataError, match="splits"):
         DigitScenes("holdout")
+
+
+def test_fresh_training_scenes_change_every_epoch_and_repeat_with_the_seed():
+    a, b = DigitScenes("train", count=8, fresh=True, seed=3), DigitScenes("train", count=8, fresh=True, seed=3)
+    first = [a[i][1] for i in range(8)]
+    assert all(torch.equal(x, b[i][1]) for i, x in enumerate(first))
+    a.set_epoch(1)
+    assert not all(torch.equal(x, a[i][1]) for i, x in enumerate(first))
+    b.set_epoch(1)
+    assert all(torch.equal(a[i][0], b[i][0]) for i in range(8))

@@ -405,35 +405,63 @@ DIGIT_SCENE_COUNTS = {"train": 2000, "val": 200, "test": 400}
 DIGIT_SCENE_CLASSES = ["background", *(str(d) for d in range(10))]
 DIGIT_SCENE_SIZE = 64
 DIGIT_SIZES = (14, 28)
+DIGITS_PER_SCENE = (1, 3)
 
 
 @lru_cache(maxsize=6)
-def _rendered_scenes(split: str, count: int, size: int, digit_sizes: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _rendered_scenes(split: str, count: int, size: int, digit_sizes: tuple[int, int],
+                     per_scene: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     from .digit_scenes import make_scenes, render_scene
 
-    rendered = [render_scene(s) for s in make_scenes(split, count, size, size, sizes=digit_sizes)]
+    scenes = make_scenes(split, count, size, size, digits_per_scene=per_scene, sizes=digit_sizes)
+    rendered = [render_scene(s) for s in scenes]
     return np.stack([r[0] for r in rendered]), np.stack([r[1] for r in rendered])
 
 
 class DigitScenes(SegmentationDataset):
     """The built-in digit scenes (:mod:`tessera.data.digit_scenes`): ``size x size``
-    canvases with one to three digits of ``digit_sizes`` pixels; label 0 background,
-    ``1 + d`` digit ``d``. A fixed split: the scenes of a split use only that split's digit
-    images."""
+    canvases with ``digits_per_scene`` digits of ``digit_sizes`` pixels; label 0
+    background, ``1 + d`` digit ``d``. A fixed split: the scenes of a split use only that
+    split's digit images, and the validation and test scenes are the same on every machine.
+
+    ``fresh=True`` (the training split) draws a new scene for every sample of every epoch
+    (seeded by the data set's seed, the epoch and the index): the training digits at ever
+    new places, sizes and colours, among new clutter.
+    """
 
     def __init__(self, split: str = "train", count: int | None = None, size: int = DIGIT_SCENE_SIZE,
-                 digit_sizes: tuple[int, int] = DIGIT_SIZES, **kwargs) -> None:
+                 digit_sizes: tuple[int, int] = DIGIT_SIZES, digits_per_scene: tuple[int, int] = DIGITS_PER_SCENE,
+                 fresh: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         if split not in DIGIT_SCENE_COUNTS:
             raise DataError(f"digit_scenes has the splits {', '.join(DIGIT_SCENE_COUNTS)}, not {split!r}")
         self.split, self.count = split, count or DIGIT_SCENE_COUNTS[split]
-        self.images, self.labels = _rendered_scenes(split, self.count, size, tuple(digit_sizes))
+        self.size, self.digit_sizes, self.digits_per_scene = size, tuple(digit_sizes), tuple(digits_per_scene)
+        self.fresh = fresh
+        if fresh:
+            self.set_epoch(0)
+        else:
+            self.images, self.labels = _rendered_scenes(split, self.count, size, self.digit_sizes,
+                                                        self.digits_per_scene)
         self.classes = list(DIGIT_SCENE_CLASSES)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        if self.fresh:  # the epoch's scenes (drawn at once: cheap), rendered sample by sample
+            from .digit_scenes import make_scenes
+
+            seed = int(np.random.default_rng((self.seed, epoch)).integers(2**31))
+            self.scenes = make_scenes(self.split, self.count, self.size, self.size, self.digits_per_scene,
+                                      self.digit_sizes, seed)
 
     def __len__(self) -> int:
         return self.count
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.fresh:
+            from .digit_scenes import render_scene
+
+            return render_scene(self.scenes[index])
         return self.images[index], self.labels[index]
 
     def describe(self, index: int) -> str:
@@ -468,7 +496,7 @@ def build_segmentation_dataset(cfg: DataConfig, source: str, split: str, classes
                   seed=seed)
     path, which = _split_source(source)
     if path == "digit_scenes":
-        ds = DigitScenes(which or split, **common)
+        ds = DigitScenes(which or split, fresh=split == "train", **common)
         if classes is not None and list(classes) != ds.classes:
             raise DataError(f"{source}: its classes {ds.classes} are not the model's {list(classes)}")
         return ds
