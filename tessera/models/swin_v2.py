@@ -313,7 +313,8 @@ class SwinTransformerV2(_SwinBase):
         head_drop_rate: dropout before the head.
         size_rule: how windows fit maps that are not a multiple of the window, as for
             :class:`tessera.models.SwinTransformer` (``official``, ``torchvision``, ``timm``;
-            set when their weights are converted).
+            set when their weights are converted; ``always_partition`` for the dense
+            prediction backbone).
 
     Shape: ``(B, in_chans, H, W) -> (B, num_classes)``; ``forward_features`` gives
     ``(B, C * 8, ceil(H / 32), ceil(W / 32))`` for four stages.
