@@ -241,3 +241,31 @@ def test_registered_segmentation_models_rebuild_from_their_arguments():
         again = tessera.create_model(name, **model.model_args)
         assert again.state_dict().keys() == model.state_dict().keys()
         assert all(a.shape == b.shape for a, b in zip(again.state_dict().values(), model.state_dict().values()))
+
+
+def test_upernet_on_swin_v2_has_fresh_norms_partitions_every_stage_and_starts_from_a_classifier():
+    backbone = dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4))
+    args = dict(num_classes=5, channels=32, aux_channels=16, backbone_args=backbone)
+    model = tessera.create_model("upernet_swin_v2_t", **args)
+    assert type(model.backbone.model).__name__ == "SwinTransformerV2"
+    assert model.backbone.model.size_rule == "always_partition"
+    # window 8 at 256: the 8x8 map of stage 4 keeps its shift (the classifier clamps it)
+    assert all(s.window_size == (8, 8) and s.shift_size == (4, 4) for s in model.backbone.layers)
+    classifier = perturb(tessera.create_model("swinv2_t", num_classes=3, **backbone))
+    assert classifier.layers[3].shift_size == (0, 0)
+    report = tessera.load_checkpoint(model, classifier.state_dict(), verbose=False)
+    assert sorted(report.unexpected) == ["backbone.head.bias", "backbone.head.weight", "backbone.norm.bias",
+                                         "backbone.norm.weight"]
+    assert {k for k in report.missing if k.startswith("backbone.")} == {
+        f"backbone.norm{i}.{p}" for i in range(4) for p in ("weight", "bias")}
+    for key, value in classifier.state_dict().items():
+        if not key.startswith(("norm.", "head.")):
+            assert torch.equal(model.state_dict()[f"backbone.{key}"], value), key
+    # and its own weights round-trip through the mmseg layout
+    source = perturb(model).eval()
+    again = tessera.create_model("upernet_swin_v2_t", **args).eval()
+    report = tessera.load_checkpoint(again, {"state_dict": source.state_dict()}, strict=True, verbose=False)
+    assert report.format == "mmseg" and not report.missing and not report.unexpected
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(again(x), source(x)) and source(x).shape == (1, 5, 64, 96)

@@ -532,7 +532,7 @@ _VIDEO_DROP_PATH = {"t": 0.1, "s": 0.1, "b": 0.3, "l": 0.3}
 def _pyramid_is_official_backbone(fn):
     """``create_model(name, features_only=True)`` builds the official detection and
     segmentation backbone: every stage keeps its window and shift and pads its map
-    (``size_rule="always_partition"``)."""
+    (``size_rule="always_partition"``). Swin V2's pyramid follows the same rule."""
     fn.features_defaults = {"size_rule": "always_partition"}
     return fn
 

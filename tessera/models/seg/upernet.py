@@ -15,9 +15,10 @@ ConvModules as ``.conv`` / ``.bn``), so its checkpoints load with no renaming bu
 buffers. A classification checkpoint initialises the backbone (see
 :meth:`UperNet.adapt_checkpoint`).
 
-Any registered model with a feature pyramid can be the backbone (``backbone="pvt_v2_b2"``);
-the Swin V2 variants are registered the same way once the V2 backbones are
-(:func:`upernet_for`).
+Any registered model with a feature pyramid can be the backbone (``backbone="pvt_v2_b2"``,
+:func:`upernet_for`). The Swin V2 variants (``upernet_swin_v2_t/s/b``) put the same heads on
+the Swin V2 pyramid (fresh ``norm{i}``, every stage partitioned), with the V2 classifiers'
+window 8 at 256 as their initialisation; no official V2 UperNet weights are published.
 """
 
 from __future__ import annotations
@@ -168,3 +169,21 @@ def upernet_swin_s(**kwargs) -> UperNet:
 def upernet_swin_b(**kwargs) -> UperNet:
     """UperNet on Swin-B (ADE20K: 48.13 / 49.72 mIoU)."""
     return upernet_for(**{"backbone": "swin_b", **kwargs})
+
+
+@register_model
+def upernet_swin_v2_t(**kwargs) -> UperNet:
+    """UperNet on Swin V2-T (window 8, as the 256 ImageNet-1K classifier)."""
+    return upernet_for(**{"backbone": "swinv2_t", **kwargs})
+
+
+@register_model
+def upernet_swin_v2_s(**kwargs) -> UperNet:
+    """UperNet on Swin V2-S (window 8, as the 256 ImageNet-1K classifier)."""
+    return upernet_for(**{"backbone": "swinv2_s", **kwargs})
+
+
+@register_model
+def upernet_swin_v2_b(**kwargs) -> UperNet:
+    """UperNet on Swin V2-B (window 8, as the 256 ImageNet-1K classifier)."""
+    return upernet_for(**{"backbone": "swinv2_b", **kwargs})
