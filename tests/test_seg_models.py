@@ -269,3 +269,37 @@ def test_upernet_on_swin_v2_has_fresh_norms_partitions_every_stage_and_starts_fr
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         assert torch.equal(again(x), source(x)) and source(x).shape == (1, 5, 64, 96)
+
+
+@pytest.mark.slow
+def test_upernet_exports_as_a_program_with_per_pixel_logits(tmp_path):
+    from tessera.export import export_program
+
+    model = perturb(small_upernet()).eval()
+    result = export_program(model, tmp_path / "seg.pt2", (2, 3, 64, 64), dynamic_batch=True)
+    assert result.verified and result.checked_batches == (2, 1)
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        got = torch.export.load(str(tmp_path / "seg.pt2")).module()(x)
+        expected = model(x)
+    assert got.shape == expected.shape == (3, model.num_classes, 64, 64)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_swin_unet_exports_to_onnx_with_per_pixel_logits(tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    from tessera.export import export_onnx
+
+    model = perturb(SwinUnet(**UNET)).eval()
+    result = export_onnx(model, tmp_path / "seg.onnx", (2, 3, 64, 64), dynamic_batch=True)
+    assert result.verified and result.max_abs_diff <= 1e-4
+    x = torch.randn(3, 3, 64, 64)
+    session = ort.InferenceSession(str(tmp_path / "seg.onnx"), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+    with torch.no_grad():
+        expected = model(x)
+    assert got.shape == expected.shape == (3, 5, 64, 64)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
