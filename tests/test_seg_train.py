@@ -111,3 +111,23 @@ def test_a_segmentation_recipe_needs_segmentation_data(tmp_path):
                           env=environment(), capture_output=True, text=True)
     assert proc.returncode == 2
     assert "segmentation takes data.kind=segmentation" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_weights_without_a_run_are_evaluated_and_predicted_as_ade20k(ade, tmp_path, capsys):
+    """A segmentation model saved outside a training run (no recipe): 150 classes are read
+    as ADE20K, tested as the official configs test it."""
+    from tessera import create_model, save_pretrained
+    from tessera.cli import main
+
+    model = create_model("upernet_swin_t", num_classes=150, channels=8, aux_channels=8,
+                         backbone_args=dict(embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1)))
+    save_pretrained(model, tmp_path / "weights")
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "weights"), "--data", f"{ade}:validation", "--json",
+                 "--workers", "0", "--confusion", str(tmp_path / "c.png")]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["num_samples"] == 2 and res["protocol"] == "whole image, scale 2048x512"
+    assert list(res["per_class"])[:3] == ["wall", "building", "sky"] and 0 <= res["miou"] <= 100
+    image = next((ade / "images" / "validation").iterdir())
+    assert main(["predict", "--checkpoint", str(tmp_path / "weights"), str(image), "-o", str(tmp_path / "p")]) == 0
+    labels = np.array(Image.open(tmp_path / "p" / f"{image.stem}_labels.png"))
+    assert labels.shape == (40, 56) and labels.max() < 150

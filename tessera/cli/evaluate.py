@@ -113,8 +113,10 @@ def run(args: argparse.Namespace) -> int:
     info = distributed.DistInfo(device=distributed.resolve_device(args.device))
     resolved = resolve_model(args.model, args.checkpoint, default_tag=True, require_weights=True, device=info.device)
     model, run_info = resolved.model, resolved.run_info()
-    if run_info.get("task") == "segmentation":
-        return run_segmentation(args, model, run_info, info, resolved)
+    if getattr(model, "task", None) == "segmentation" or run_info.get("task") == "segmentation":
+        from ..train.seg_inference import segmentation_info
+
+        return run_segmentation(args, model, segmentation_info(run_info, model), info, resolved)
     d = run_info["data"]
     cfg = data_config(run_info)  # the weights' data settings
     video = cfg.kind == "video"

@@ -75,8 +75,10 @@ def run(args: argparse.Namespace) -> int:
     resolved = resolve_model(args.model, args.checkpoint, default_tag=True, require_weights=True,
                              device=distributed.resolve_device(args.device))
     model, cfg, classes = resolved.model, resolved.data, resolved.classes
-    if resolved.info.get("task") == "segmentation":
-        return run_segmentation(args, model, resolved.run_info())
+    if getattr(model, "task", None) == "segmentation" or resolved.info.get("task") == "segmentation":
+        from ..train.seg_inference import segmentation_info
+
+        return run_segmentation(args, model, segmentation_info(resolved.run_info(), model))
     video = cfg["kind"] == "video"
     if args.timeline is not None and not video:
         raise ConfigError("--timeline is for video models")

@@ -216,3 +216,27 @@ def predict_segmentation(model: nn.Module, info: dict, images: list, protocol: E
         log_probs = segment(model, normalise(x), protocol, align_corners=bool(getattr(model, "align_corners", False)))
         out.append(log_probs.argmax(1)[0].to(torch.uint8).cpu().numpy())
     return out
+
+
+def segmentation_info(info: dict, model: nn.Module) -> dict:
+    """The run information of a segmentation model whose weights did not come from a
+    ``tessera train`` run (an mmseg or Swin-Unet checkpoint): ``task`` and a segmentation
+    ``data`` section. A 150-class model is taken for ADE20K as the official configs test it
+    (its class names, ``reduce_zero_label``, whole images rescaled to 2048x512); a model of
+    VOC's 21 or Cityscapes' 19 classes gets their names; other data is tested at its own
+    size."""
+    from ..data.seg_classes import ADE20K, CITYSCAPES, VOC
+
+    if info.get("task") == "segmentation":
+        return info
+    num_classes = int(getattr(model, "num_classes", 0) or len(info.get("classes") or ()))
+    size = tuple(model.default_cfg.get("input_size", (3, 512, 512))[-2:])
+    data = {**info.get("data", {}), "kind": "segmentation", "img_size": size[0], "crop_size": size,
+            "layout": "auto", "ignore_index": 255, "test_mode": "whole"}
+    classes = list(info.get("classes") or range(num_classes))
+    if num_classes == len(ADE20K):
+        data.update(reduce_zero_label=True, img_scale=(2048, 512))
+        classes = list(ADE20K)
+    elif num_classes in (len(VOC), len(CITYSCAPES)):
+        classes = list(VOC if num_classes == len(VOC) else CITYSCAPES)
+    return {**info, "task": "segmentation", "data": data, "classes": [str(c) for c in classes]}
