@@ -1,5 +1,6 @@
 """Training losses: the classification loss of the recipes (cross-entropy on hard labels or
-on the soft targets of mixup/cutmix) and DeiT's distillation objective."""
+on the soft targets of mixup/cutmix), DeiT's distillation objective, and the segmentation
+losses (mmseg's per-pixel cross-entropy, Swin-Unet's Dice loss)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DistillationLoss", "classification_loss", "soft_target_cross_entropy"]
+__all__ = ["DistillationLoss", "classification_loss", "dice_loss", "pixel_cross_entropy", "segmentation_loss",
+           "soft_target_cross_entropy"]
 
 
 def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -88,3 +90,49 @@ class DistillationLoss(nn.Module):
                 log_target=True,
             ) * (t * t) / dist_logits.numel()
         return (1.0 - self.alpha) * base + self.alpha * distill
+
+
+def pixel_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """mmseg's ``CrossEntropyLoss``: per-pixel cross-entropy of ``(B, K, H, W)`` logits against
+    ``(B, H, W)`` labels, ignored pixels counting 0, averaged over all pixels (ignored ones
+    included: mmseg's ``avg_non_ignore=False``). In float32."""
+    loss = F.cross_entropy(logits.float(), target.long(), ignore_index=ignore_index, reduction="none")
+    return loss.mean()
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255, smooth: float = 1e-5) -> torch.Tensor:
+    """Swin-Unet's ``DiceLoss`` on softmax probabilities: per class ``c``,
+    ``1 - (2 sum(p_c t_c) + s) / (sum(p_c^2) + sum(t_c^2) + s)`` over the whole batch (``t``
+    the one-hot labels), averaged over the classes; ignored pixels count in neither sum."""
+    probs = torch.softmax(logits.float(), dim=1)
+    target = target.long()
+    valid = (target != ignore_index).unsqueeze(1)
+    one_hot = F.one_hot(target.masked_fill(~valid.squeeze(1), 0), probs.shape[1]).movedim(-1, 1).float() * valid
+    probs = probs * valid
+    dims = (0, 2, 3)
+    intersect = (probs * one_hot).sum(dims)
+    dice = (2 * intersect + smooth) / (probs.square().sum(dims) + one_hot.square().sum(dims) + smooth)
+    return (1 - dice).mean()
+
+
+def segmentation_loss(outputs: torch.Tensor | dict[str, torch.Tensor], target: torch.Tensor,
+                      weights: dict[str, float] | None = None, ce_weight: float = 1.0, dice_weight: float = 0.0,
+                      ignore_index: int = 255) -> torch.Tensor:
+    """``sum_k weights[k] * (ce_weight * CE + dice_weight * Dice)(outputs[k], target)`` over
+    the outputs of a segmentation model (one tensor, or a dict such as UperNet's ``out`` and
+    ``aux`` in training; ``weights`` its ``loss_weights``). Every output is ``(B, K, h, w)``,
+    resized bilinearly to the labels' size if it differs (as mmseg's losses do)."""
+    if isinstance(outputs, torch.Tensor):
+        outputs = {"out": outputs}
+    total = None
+    for key, logits in outputs.items():
+        if logits.shape[-2:] != target.shape[-2:]:
+            logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        loss = 0.0
+        if ce_weight:
+            loss = ce_weight * pixel_cross_entropy(logits, target, ignore_index)
+        if dice_weight:
+            loss = loss + dice_weight * dice_loss(logits, target, ignore_index)
+        loss = loss * (weights or {}).get(key, 1.0)
+        total = loss if total is None else total + loss
+    return total

@@ -92,7 +92,9 @@ def create_model(
             default tag's); a tag (``"ms_in1k"``) loads that tag's; a path loads a
             checkpoint of any supported format, a weights directory or a run directory
             (its best weights); ``None``/``False``: random weights.
-        features_only: return a feature-pyramid model instead of a classifier.
+        features_only: return a feature-pyramid model instead of a classifier (built with
+            the entrypoint's ``features_defaults`` arguments, if it has any, under the
+            ``overrides``).
         out_indices: the stages the pyramid returns.
         **overrides: constructor arguments that replace the variant's (or the weights')
             defaults (``num_classes=10`` re-initialises the head, ``drop_path_rate=0.1``, ...).
@@ -115,7 +117,10 @@ def create_model(
         if isinstance(pretrained, str) and tag and pretrained != tag:
             raise ConfigError(f"{name} already names its weights; pretrained={pretrained!r} names others")
         entry = get_pretrained(base, tag or (pretrained if isinstance(pretrained, str) else None))
-    args = {**entry.args, **overrides} if entry is not None else overrides
+    # a family's pyramid may be built differently from its classifier (Swin: the official
+    # detection and segmentation backbone partitions every stage into windows)
+    defaults = getattr(entrypoint, "features_defaults", {}) if features_only else {}
+    args = {**(entry.args if entry is not None else {}), **defaults, **overrides}
     try:
         model = entrypoint(**args)
     except (TypeError, ValueError, RuntimeError) as e:  # an unknown argument, or values that do not fit

@@ -77,6 +77,14 @@ def _count(model: nn.Module, x: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
+def _shapes(value):
+    """The shape of a tensor, or a list of the shapes of (nested) tensors: the features of a
+    segmentation model are a pyramid."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    return [_shapes(v) for v in value]
+
+
 def summarize(model: nn.Module, input_shape: Sequence[int]) -> dict:
     """What ``tessera summary`` prints, in eval mode, on the model's device (the meta device
     for a quick look): ``params``, ``macs``, ``flops`` (as :func:`model_stats`), ``stages``
@@ -87,7 +95,7 @@ def summarize(model: nn.Module, input_shape: Sequence[int]) -> dict:
     try:
         x = torch.zeros(*input_shape, device=_device_of(model))
         stages = model.forward_intermediates(x) if hasattr(model, "forward_intermediates") else []
-        shapes = {"stages": [tuple(s.shape) for s in stages], "features": tuple(model.forward_features(x).shape),
+        shapes = {"stages": [tuple(s.shape) for s in stages], "features": _shapes(model.forward_features(x)),
                   "logits": tuple(model(x).shape)}
         return {**_count(model, x), **shapes}  # counted after the passes that filled the caches
     finally:

@@ -8,6 +8,10 @@ shapes traced through the whole API, without allocating or computing anything), 
 the suite fast. So is a small variant with the class and parameter count of another (the
 same network with another window or other training defaults: DeiT-T and ViT-T, Swin V2-T
 with window 16).
+
+Segmentation models (``task = "segmentation"``: per-pixel logits) have checks of their own at
+the end; UperNet's official variants are all above 30M parameters, its every check runs on a
+small configuration in ``test_seg_models.py``.
 """
 
 import pytest
@@ -21,18 +25,20 @@ CLIP = (4, 32, 32)
 HEAVY_PARAMS = 30_000_000
 
 
-def _signature(name: str) -> tuple[str, int]:
+def _signature(name: str) -> tuple[str, int, str]:
     with torch.device("meta"):
         model = tessera.create_model(name)
-    return type(model).__name__, sum(p.numel() for p in model.parameters())
+    return type(model).__name__, sum(p.numel() for p in model.parameters()), getattr(model, "task", "classification")
 
 
 _SIGNATURES = {name: _signature(name) for name in tessera.list_models()}
 _FIRST = {}
 for _name, _sig in _SIGNATURES.items():
     _FIRST.setdefault(_sig, _name)
-MODELS = [n for n, (_, c) in _SIGNATURES.items() if c <= HEAVY_PARAMS and _FIRST[_SIGNATURES[n]] == n]
-HEAVY = [n for n in _SIGNATURES if n not in MODELS]
+_CLASSIFIERS = [n for n, (_, _, task) in _SIGNATURES.items() if task == "classification"]
+MODELS = [n for n in _CLASSIFIERS if _SIGNATURES[n][1] <= HEAVY_PARAMS and _FIRST[_SIGNATURES[n]] == n]
+HEAVY = [n for n in _CLASSIFIERS if n not in MODELS]
+SEGMENTATION = [n for n, (_, _, task) in _SIGNATURES.items() if task == "segmentation"]
 
 
 def is_video(name: str) -> bool:
@@ -216,3 +222,66 @@ def test_large_variant_shapes_on_meta(name):
         bare = model(x)
     assert out.shape == (2, 7)
     assert pooled.shape == bare.shape == (2, model.num_features)
+
+
+# ---------------------------------------------------------------------------------------
+# Segmentation models: (B, C, H, W) -> (B, classes, H, W)
+# ---------------------------------------------------------------------------------------
+
+SEG_LIGHT = [n for n in SEGMENTATION if _SIGNATURES[n][1] <= HEAVY_PARAMS]
+
+
+@pytest.fixture(scope="module", params=SEG_LIGHT)
+def seg_built(request):
+    torch.manual_seed(0)
+    return request.param, build(request.param, num_classes=7)
+
+
+def test_segmentation_forward_backward_and_round_trip(seg_built):
+    name, model = seg_built
+    model.train()
+    x = sample(model)
+    out = model(x)
+    outputs = out if isinstance(out, dict) else {"out": out}
+    assert all(v.shape == (2, 7, IMAGE_SIZE, IMAGE_SIZE) and torch.isfinite(v).all() for v in outputs.values())
+    sum(v.square().mean() for v in outputs.values()).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        full = model(x)
+        torch.testing.assert_close(model(x[:1]), full[:1], atol=1e-5, rtol=1e-4)
+        clone = type(model)(**model.model_args).eval()
+        clone.load_state_dict(model.state_dict())
+        torch.testing.assert_close(clone(x), full, atol=1e-6, rtol=1e-6)
+    clone.reset_classifier(3)
+    with torch.no_grad():
+        assert clone(x).shape == (2, 3, IMAGE_SIZE, IMAGE_SIZE)
+
+
+@pytest.mark.parametrize("kind", ["rank", "channels", "dtype", "too_small"])
+def test_segmentation_bad_input_is_a_clear_error(seg_built, kind):
+    name, model = seg_built
+    bad = bad_input(kind, sample(model))
+    called = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: called.append(n))
+             for n, m in model.named_modules() if n]
+    try:
+        with pytest.raises(InputShapeError) as info:
+            model(bad)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert str(tuple(bad.shape)) in str(info.value) and not called
+
+
+@pytest.mark.parametrize("name", SEGMENTATION)
+def test_segmentation_shapes_on_meta(name):
+    with torch.device("meta"):
+        model = build(name, num_classes=7)
+        x = sample(model)
+        out = model.train()(x)
+        outputs = out if isinstance(out, dict) else {"out": out}
+        assert all(v.shape == (2, 7, IMAGE_SIZE, IMAGE_SIZE) for v in outputs.values())
+        assert model.eval()(x).shape == (2, 7, IMAGE_SIZE, IMAGE_SIZE)
+        clone = type(model)(**model.model_args)
+        assert [p.shape for p in clone.parameters()] == [p.shape for p in model.parameters()]

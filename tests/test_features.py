@@ -35,9 +35,9 @@ def test_video_pyramid_keeps_the_temporal_size_after_the_patch():
 
 
 @pytest.mark.parametrize("name,x", [("swin_t", torch.randn(2, 3, 64, 64)), ("video_swin_t", torch.randn(1, 3, 4, 32, 32))])
-def test_outputs_are_the_stage_maps_normalised_and_the_last_is_forward_features(name, x):
+def test_outputs_are_the_stage_maps_under_fresh_norms(name, x):
     torch.manual_seed(0)
-    classifier = tessera.create_model(name, **SMALL).eval()
+    classifier = tessera.create_model(name, **SMALL, **({"size_rule": "always_partition"} if name == "swin_t" else {})).eval()
     with torch.no_grad():
         for p in classifier.norm.parameters():  # a trained final norm, not the identity
             p.normal_()
@@ -47,9 +47,22 @@ def test_outputs_are_the_stage_maps_normalised_and_the_last_is_forward_features(
         outs = pyramid(x)
     for i, (out, stage) in enumerate(zip(outs, stages)):
         norm = getattr(pyramid, f"norm{i}")
-        expected = F.layer_norm(stage.movedim(1, -1), norm.normalized_shape, norm.weight, norm.bias).movedim(-1, 1)
-        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(outs[-1], expected_last, atol=1e-5, rtol=1e-5)
+        # every norm is fresh, the last one too (the official backbones never use the final norm)
+        assert torch.equal(norm.weight, torch.ones_like(norm.weight)) and not norm.bias.any()
+        torch.testing.assert_close(out, F.layer_norm(stage.movedim(1, -1), norm.normalized_shape).movedim(-1, 1),
+                                   atol=1e-5, rtol=1e-5)
+    assert (outs[-1] - expected_last).abs().max() > 0.1
+
+
+def test_the_last_norm_can_start_from_the_classifier_norm():
+    classifier = tessera.create_model("swin_t", **SMALL, size_rule="always_partition").eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for p in classifier.norm.parameters():
+            p.normal_()
+        expected = classifier.forward_features(x)
+        pyramid = features_model(classifier, last_norm_from_classifier=True).eval()
+        torch.testing.assert_close(pyramid(x)[-1], expected, atol=1e-5, rtol=1e-5)
 
 
 def test_stops_after_the_last_index_and_drops_the_head():
@@ -80,14 +93,55 @@ def test_negative_and_bad_out_indices():
         tessera.create_model("swin_t", features_only=True, out_indices=(1, -3), **SMALL)
 
 
-def test_classification_checkpoint_loads_into_a_pyramid(golden):
+def official_backbone_keys(depths, indices=(0, 1, 2, 3)):
+    """The state-dict keys of the official segmentation backbone (index buffers aside)."""
+    keys = ["patch_embed.proj.weight", "patch_embed.proj.bias", "patch_embed.norm.weight", "patch_embed.norm.bias"]
+    block = ["norm1.weight", "norm1.bias", "attn.relative_position_bias_table", "attn.qkv.weight", "attn.qkv.bias",
+             "attn.proj.weight", "attn.proj.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias",
+             "mlp.fc2.weight", "mlp.fc2.bias"]
+    for i, depth in enumerate(depths):
+        keys += [f"layers.{i}.blocks.{j}.{k}" for j in range(depth) for k in block]
+        if i < len(depths) - 1:
+            keys += [f"layers.{i}.downsample.{k}" for k in ("reduction.weight", "norm.weight", "norm.bias")]
+    keys += [f"norm{i}.{k}" for i in indices for k in ("weight", "bias")]
+    return set(keys)
+
+
+def test_the_pyramid_has_the_official_segmentation_backbone_keys():
+    model = tessera.create_model("swin_t", features_only=True, **SMALL)
+    assert set(model.state_dict()) == official_backbone_keys(SMALL["depths"])
+    assert {n for n, _ in model.named_parameters()} == official_backbone_keys(SMALL["depths"])
+
+
+def test_classification_checkpoint_loads_into_a_pyramid_that_partitions_every_stage(golden):
     config = dict(SMALL, num_classes=3)
-    classifier = tessera.create_model("swin_t", pretrained=golden / "official_swin2d_tiny16.pth", **config).eval()
-    pyramid = tessera.create_model("swin_t", pretrained=golden / "official_swin2d_tiny16.pth", features_only=True,
-                                   **config).eval()
+    ckpt = golden / "official_swin2d_tiny16.pth"
+    classifier = tessera.create_model("swin_t", pretrained=ckpt, **config).eval()
+    pyramid = tessera.create_model("swin_t", pretrained=ckpt, features_only=True, **config).eval()
+    # the backbone keeps window 7 and shift 3 in stage 4 (7x7 at 224), where the classifier clamps
+    assert classifier.layers[3].shift_size == (0, 0) and pyramid.layers[3].shift_size == (3, 3)
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
-        torch.testing.assert_close(pyramid(x)[-1], classifier.forward_features(x), atol=1e-5, rtol=1e-5)
+        stages = classifier.forward_intermediates(x)
+        outs = pyramid(x)
+        with tessera.backends.use("reference"):  # plain PyTorch: the official roll/partition code
+            reference = pyramid(x)
+    for i in range(3):  # stages 1-3: the same windows as the classifier
+        torch.testing.assert_close(outs[i], F.layer_norm(stages[i].movedim(1, -1), (16 * 2**i,)).movedim(-1, 1),
+                                   atol=1e-5, rtol=1e-5)
+    assert (outs[3] - F.layer_norm(stages[3].movedim(1, -1), (128,)).movedim(-1, 1)).abs().max() > 1e-2
+    for a, b in zip(outs, reference):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_the_pyramid_follows_to_and_train():
+    model = tessera.create_model("swin_t", features_only=True, **SMALL, ape=True, img_size=64)
+    model.to(torch.float64).eval()
+    assert model.model.absolute_pos_embed is model.absolute_pos_embed
+    assert model.model.absolute_pos_embed.dtype == torch.float64 and not model.model.training
+    assert model(torch.randn(1, 3, 64, 64, dtype=torch.float64))[0].dtype == torch.float64
+    model.train()
+    assert model.model.training and model.layers[0].training
 
 
 # ---------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ def test_shipped_recipes_are_listed_and_load():
     assert {"swin_t_in1k", "swin_s_in1k", "swin_b_in1k", "finetune", "demo"} <= set(names)
     assert {"video_swin_t_k400", "video_swin_s_k400", "video_swin_b_k400", "video_swin_b_ssv2", "video_demo"} <= set(names)
     for name in names:
-        fine_tune = name == "finetune" or name.startswith("video_swin") or "22kto1k" in name
-        extra = DATA + (["model.pretrained=x.pth"] if fine_tune else [])
+        needs_weights = (name == "finetune" or "22kto1k" in name
+                         or name.startswith(("video_swin", "upernet", "swin_unet")))
+        extra = DATA + (["model.pretrained=x.pth"] if needs_weights else [])
         load_recipe(name, extra if not name.endswith("demo") else [])
 
 
@@ -34,6 +35,24 @@ def test_imagenet_recipes_are_the_official_ones():
         "t": ("swin_t", 0.2), "s": ("swin_s", 0.3), "b": ("swin_b", 0.5)}
     # swin_s inherits everything else from swin_t
     assert load_recipe("swin_s_in1k", DATA).optim == t.optim
+
+
+def test_segmentation_recipes_are_the_official_ones():
+    t = load_recipe("upernet_swin_t_ade20k", [*DATA, "model.pretrained=null"])
+    assert (t.task, t.data.kind, t.model.name) == ("segmentation", "segmentation", "upernet_swin_t")
+    o, s, d = t.optim, t.schedule, t.data
+    assert (o.name, o.lr, o.lr_base_batch, o.weight_decay, o.betas, o.clip_grad, o.param_groups) == (
+        "adamw", 6e-5, None, 0.01, (0.9, 0.999), None, "official_seg")
+    assert (s.style, s.power, s.iters, s.warmup_iters, s.warmup_lr, s.min_lr) == ("poly", 1.0, 160000, 1500, 6e-11, 0.0)
+    assert (d.batch_size, d.img_size, d.img_scale, d.ratio_range, d.cat_max_ratio, d.hflip, d.photometric) == (
+        16, 512, (2048, 512), (0.5, 2.0), 0.75, 0.5, True)
+    assert (d.reduce_zero_label, d.ignore_index, d.test_mode, d.layout) == (True, 255, "whole", "ade20k")
+    assert {n: load_recipe(f"upernet_swin_{n}_ade20k", [*DATA, "model.pretrained=null"]).model.name
+            for n in "sb"} == {"s": "upernet_swin_s", "b": "upernet_swin_b"}
+    u = load_recipe("swin_unet_224", [*DATA, "model.pretrained=null"])
+    assert (u.loss.ce_weight, u.loss.dice_weight, u.data.img_size, u.optim.name, u.optim.lr, u.optim.momentum,
+            u.optim.weight_decay, u.schedule.power, u.schedule.epochs, u.data.batch_size) == (
+        0.4, 0.6, 224, "sgd", 0.01, 0.9, 1e-4, 0.9, 150, 24)
 
 
 def test_overrides_are_typed():

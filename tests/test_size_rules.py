@@ -15,6 +15,7 @@ import torch
 import tessera
 from tessera.cli import main
 from tessera.layers.windows import (
+    CLASSIFIER_RULES,
     SIZE_RULES,
     cyclic_shift,
     get_plan,
@@ -154,14 +155,34 @@ def test_partition_orders_padding_and_roll_as_the_rule_says(shift_first):
 
 
 def test_rules_agree_only_where_maps_fit_the_window():
-    for a in SIZE_RULES:
-        for b in SIZE_RULES:
+    for a in CLASSIFIER_RULES:
+        for b in CLASSIFIER_RULES:
             assert rules_agree(a, b, (224, 224), (4, 4), (7, 7), 4)
             assert rules_agree(a, b, (384, 384), (4, 4), (12, 12), 4)
     assert not rules_agree("official", "torchvision", (256, 192), (4, 4), (7, 7), 4)
     assert not rules_agree("official", "timm", (448, 224), (4, 4), (7, 7), 4)
     assert rules_agree("torchvision", "timm", (448, 224), (4, 4), (7, 7), 4)  # no padding there
     assert not rules_agree("torchvision", "timm", (232, 232), (4, 4), (7, 7), 4)  # roll before pad
+    # the dense backbones keep stage 4's shift on its 7x7 map at 224; at 256 (8x8) all agree
+    assert set(SIZE_RULES) == {*CLASSIFIER_RULES, "always_partition"}
+    assert not rules_agree("official", "always_partition", (224, 224), (4, 4), (7, 7), 4)
+    assert rules_agree("official", "always_partition", (448, 448), (4, 4), (7, 7), 4)
+
+
+def test_always_partition_keeps_window_and_shift_and_pads_before_rolling():
+    """The official detection and segmentation backbones: window and shift on every stage,
+    the map padded to a multiple of the window, then rolled (with the shift mask)."""
+    assert stage_plans(224, "always_partition")[3] == ((7, 7), (7, 7), (3, 3), (7, 7), (7, 7), False)
+    assert stage_plans(224, "official")[3] == ((7, 7), (7, 7), (0, 0), (7, 7), (7, 7), False)
+    # 200: stage 4 is 7x7 (odd sides rounded up), stage 3 13x13 padded to 14x14, both shifted
+    plans = stage_plans(200, "always_partition")
+    assert plans[2] == ((13, 13), (7, 7), (3, 3), (7, 7), (14, 14), False)
+    plan = get_plan((5, 3), (7, 7), (3, 3), torch.device("cpu"), "always_partition")
+    assert (plan.window, plan.shift, plan.padded, plan.shift_first) == ((7, 7), (3, 3), (7, 7), False)
+    assert plan.mask is not None  # a single padded window still separates the rolled regions
+    x = torch.randn(1, 5, 3, 4)
+    expected = window_partition(cyclic_shift(pad_grid(x, (7, 7)), (3, 3)), (7, 7))
+    assert torch.equal(plan.partition(x, shifted=True), expected)
 
 
 def test_unknown_rule_is_refused():

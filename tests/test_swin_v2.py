@@ -2,6 +2,7 @@
 official sizes, the continuous position bias, padding and clamping, resolution transfer,
 weights formats and conversion, and the head/features/export API."""
 
+import copy
 import math
 
 import pytest
@@ -399,13 +400,23 @@ def test_features_only_pyramid():
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         last = model.forward_features(x)
+        stages = model.forward_intermediates(x)
+    twin = copy.deepcopy(model)  # wrapping takes the classifier's parts
     backbone = features_model(model)
     with torch.no_grad():
         maps = backbone(x)
     assert backbone.feature_info.channels() == [16, 32, 64, 128]
     assert backbone.feature_info.reduction() == [4, 8, 16, 32]
     assert [tuple(m.shape[-2:]) for m in maps] == [(16, 16), (8, 8), (4, 4), (2, 2)]
-    torch.testing.assert_close(maps[-1], last)
+    # fresh norms on every output, the last one included (the official dense backbones')
+    for out, stage in zip(maps, stages):
+        expected = F.layer_norm(stage.movedim(1, -1), stage.shape[1:2]).movedim(-1, 1)
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert (maps[-1] - last).abs().max() > 1e-2
+    # started from the classifier's final norm on request: the last output is forward_features
+    again = features_model(twin, last_norm_from_classifier=True)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x)[-1], last)
 
 
 def test_bf16_autocast_close_to_fp32():

@@ -12,6 +12,12 @@ ImageNet's own folders are (``n01440764/``, ...).
 A video model is scored with its test views (``num_clips`` clips x ``num_crops`` crops;
 ``--clips``/``--crops`` change them): the video-level scores average the softmax over the
 views (the official protocol), the clip-level scores take every view on its own.
+
+A segmentation model is scored on a segmentation folder (ADE20K, VOC, Cityscapes layouts,
+``PATH:SPLIT`` for another split) or ``digit_scenes``: mIoU, pixel accuracy, mean accuracy,
+mean Dice and each class's IoU, accuracy and Dice, with the test protocol of its recipe
+(``--mode``, ``--stride``, ``--ratios``, ``--flip`` change it; ``--aug-test`` is mmseg's
+multi-scale + flip testing: ratios 0.5 to 1.75 and flips).
 """
 
 from __future__ import annotations
@@ -40,6 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--video-prefix", help="videos: the folder an annotation list's paths are relative to")
     p.add_argument("--clips", type=count(1), help="videos: test clips per video (default: the recipe's data.num_clips)")
     p.add_argument("--crops", type=int, choices=(1, 3), help="videos: spatial crops per clip (default: data.num_crops)")
+    p.add_argument("--mode", choices=("whole", "slide"), help="segmentation: whole-image or sliding-window inference")
+    p.add_argument("--stride", type=_pair, help="segmentation: the sliding windows' stride H,W (or one number)")
+    p.add_argument("--ratios", type=_ratios, help="segmentation: test scales as ratios of the test scale, e.g. 0.5,1,1.5")
+    p.add_argument("--flip", action="store_true", help="segmentation: add horizontally flipped views")
+    p.add_argument("--aug-test", action="store_true",
+                   help="segmentation: multi-scale + flip testing (ratios 0.5, 0.75, 1, 1.25, 1.5, 1.75 and flips)")
     p.set_defaults(func=run)
 
 
@@ -62,6 +74,30 @@ def _top5(value: float | None, before: str = "") -> str:
     return "" if value is None else f"{before}top-5 {value:.2f} %"
 
 
+def _pair(text: str) -> tuple[int, int]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 2) or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected one or two positive integers H,W, got {text!r}")
+    return values * 2 if len(values) == 1 else values
+
+
+def _ratios(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive numbers separated by commas, got {text!r}")
+    return values
+
+
+#: mmseg's multi-scale testing ratios (the published multi-scale + flip numbers)
+AUG_TEST_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..data import build_augment, build_dataset
     from ..data.loader import ShardSampler, SkippedSamples, build_loader, default_num_workers
@@ -77,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
     info = distributed.DistInfo(device=distributed.resolve_device(args.device))
     resolved = resolve_model(args.model, args.checkpoint, default_tag=True, require_weights=True, device=info.device)
     model, run_info = resolved.model, resolved.run_info()
+    if getattr(model, "task", None) == "segmentation" or run_info.get("task") == "segmentation":
+        from ..train.seg_inference import segmentation_info
+
+        return run_segmentation(args, model, segmentation_info(run_info, model), info, resolved)
     d = run_info["data"]
     cfg = data_config(run_info)  # the weights' data settings
     video = cfg.kind == "video"
@@ -140,4 +180,60 @@ def run(args: argparse.Namespace) -> int:
         name, acc, n = classes[i], accuracy[i], counts[i]
         print(f"  {name:<{width}}  {acc:6.2f} %  ({n} {unit})" if n else f"  {name:<{width}}     -     (0 {unit})")
     print(f"confusion matrix: {confusion}")
+    return 0
+
+
+def run_segmentation(args: argparse.Namespace, model, run_info: dict, info, resolved) -> int:
+    """Score a segmentation model (see the module's description)."""
+    import dataclasses
+
+    from ..data import build_augment, build_dataset
+    from ..data.loader import ShardSampler, SkippedSamples, build_loader, default_num_workers
+    from ..errors import DataError
+    from ..train.evaluation import data_config
+    from ..train.plots import plot_confusion
+    from ..train.seg_inference import EvalProtocol, evaluate_segmentation
+    from ..train.tasks import segmentation_report
+
+    d = run_info["data"]
+    cfg = data_config(run_info)
+    protocol = EvalProtocol.from_data(cfg)
+    changes = {"mode": args.mode, "stride": args.stride, "ratios": AUG_TEST_RATIOS if args.aug_test else args.ratios,
+               "flip": True if (args.flip or args.aug_test) else None}
+    protocol = dataclasses.replace(protocol, **{k: v for k, v in changes.items() if v is not None})
+    classes = run_info["classes"]
+    dataset = build_dataset(cfg, "test", classes=classes, source=args.data)
+    workers = args.workers if args.workers is not None else default_num_workers()
+    loader = build_loader(dataset, ShardSampler(len(dataset)), args.batch_size, workers, info.device.type == "cuda")
+    skipped = SkippedSamples("evaluation", len(dataset), 1.0)
+    meter = evaluate_segmentation(model, loader, build_augment(cfg, None, d["mean"], d["std"]).to(info.device),
+                                  protocol, len(classes), info, skipped=skipped,
+                                  progress=None if args.json else "evaluate", ignore_index=cfg.ignore_index,
+                                  align_corners=bool(getattr(model, "align_corners", False)))
+    res = segmentation_report(meter, classes, protocol)
+    if not res["num_samples"]:
+        raise DataError(f"{args.data}: none of its {len(dataset)} samples could be read (each is named above)")
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(args.data.rstrip("/")).name or "data").strip("-")
+    source = Path(resolved.source)
+    confusion = Path(args.confusion or (source.parent if source.exists() else Path(".")) / f"confusion-{slug}.png")
+    plot_confusion(meter.confusion.cpu().tolist(), classes, confusion,
+                   title=f"{args.data} ({res['num_samples']} images, pixels)")
+    if args.json:
+        print(json.dumps({**res, "skipped_samples": len(skipped), "checkpoint": resolved.source,
+                          "model": resolved.name, "confusion_png": str(confusion)}))
+        return 0
+    epoch = f", epoch {run_info['epoch']}" if "epoch" in run_info else ""
+    print(f"model        {resolved.name} ({run_info['model']}{epoch})")
+    print(f"data         {args.data}: {res['num_samples']} images, {res['num_pixels']} labelled pixels, "
+          f"{len(classes)} classes" + (f", {len(skipped)} unreadable skipped" if len(skipped) else ""))
+    print(f"protocol     {res['protocol']}")
+    print(f"mIoU         {res['miou']:.2f} %")
+    print(f"pixel acc    {res['acc']:.2f} %   mean acc {res['macc']:.2f} %   mean Dice {res['mdice']:.2f} %")
+    print(f"loss         {res['loss']:.4f} (per labelled pixel)")
+    print("per class:          IoU      acc     Dice")
+    width = max(len(c) for c in classes)
+    for name, scores in res["per_class"].items():
+        cells = "  ".join("     -  " if v != v else f"{v:6.2f} %" for v in scores.values())
+        print(f"  {name:<{width}}  {cells}")
+    print(f"confusion matrix (pixels): {confusion}")
     return 0

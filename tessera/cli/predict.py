@@ -10,6 +10,11 @@ INPUT is a file, a folder (its images, or for a video model its videos: video fi
 folders of frame images) or a glob pattern. Images are classified in batches; a video is
 scored with the softmax averaged over its test views (clips x crops). ``--timeline`` scores
 consecutive segments of each video and draws the top classes over time as a PNG strip.
+
+For a segmentation model, each image's predicted label map is written to ``--output``
+(default ``predictions``) twice: ``NAME_overlay.png`` (the image with every pixel tinted in
+its class colour) and ``NAME_labels.png`` (a palette PNG whose pixel values are the class
+indices), and the classes covering most of the image are printed.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segment", type=float, metavar="SECONDS",
                    help="with --timeline: seconds per segment (default: the span of one clip)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--output", "-o", default="predictions",
+                   help="segmentation: the folder of the overlay and label-map PNGs (default: predictions)")
     p.set_defaults(func=run)
 
 
@@ -68,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
     resolved = resolve_model(args.model, args.checkpoint, default_tag=True, require_weights=True,
                              device=distributed.resolve_device(args.device))
     model, cfg, classes = resolved.model, resolved.data, resolved.classes
+    if getattr(model, "task", None) == "segmentation" or resolved.info.get("task") == "segmentation":
+        from ..train.seg_inference import segmentation_info
+
+        return run_segmentation(args, model, segmentation_info(resolved.run_info(), model))
     video = cfg["kind"] == "video"
     if args.timeline is not None and not video:
         raise ConfigError("--timeline is for video models")
@@ -123,4 +134,64 @@ def run(args: argparse.Namespace) -> int:
         for start, end, top in segments:
             print(f"  {start:7.1f} - {end:7.1f}{unit}: " + ", ".join(f"{c} ({p:.3f})" for _, c, p in top[:3]))
         print(f"  timeline: {png}")
+    return 2 if failed else 0
+
+
+def write_segmentation(image, labels, colours, folder: Path, stem: str) -> tuple[Path, Path]:
+    """``stem_overlay.png`` and ``stem_labels.png`` of one prediction in ``folder``."""
+    import numpy as np
+    from PIL import Image
+
+    from ..atomic import atomic_path
+    from ..train.seg_inference import label_map_image, overlay
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = folder / f"{stem}_overlay.png", folder / f"{stem}_labels.png"
+    pictures = Image.fromarray(overlay(np.array(image.convert("RGB")), labels, colours)), label_map_image(labels,
+                                                                                                        colours)
+    for path, picture in zip(paths, pictures):
+        with atomic_path(path) as tmp:
+            picture.save(tmp, format="PNG")
+    return paths
+
+
+def run_segmentation(args: argparse.Namespace, model, info: dict) -> int:
+    """Label maps of images with a segmentation model (see the module's description)."""
+    import numpy as np
+    from PIL import Image
+
+    from ..data.images import error_reason
+    from ..data.seg_classes import palette
+    from ..predict import expand_inputs
+    from ..train.seg_inference import predict_segmentation
+
+    classes = info["classes"]
+    colours = palette(len(classes))
+    folder = Path(args.output)
+    failed = 0
+    paths = []
+    for path, problem in expand_inputs(args.inputs, False):
+        if problem is None:
+            paths.append(path)
+            continue
+        print(f"tessera predict: error: {path}: {problem}", file=sys.stderr)
+        failed += 1
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                image = img.convert("RGB")
+        except (OSError, ValueError, SyntaxError) as e:
+            print(f"tessera predict: error: {path}: not a readable image ({error_reason(e, path)})", file=sys.stderr)
+            failed += 1
+            continue
+        labels = predict_segmentation(model, info, [image])[0]
+        overlay_path, labels_path = write_segmentation(image, labels, colours, folder, Path(path).stem)
+        counts = np.bincount(labels.ravel(), minlength=len(classes)) / labels.size
+        top = [(classes[i], float(counts[i])) for i in np.argsort(-counts)[: args.top_k] if counts[i] > 0]
+        if args.json:
+            print(json.dumps({"image": path, "overlay": str(overlay_path), "labels": str(labels_path),
+                              "classes": [{"label": c, "fraction": f} for c, f in top]}))
+        else:
+            shares = ", ".join(f"{c} {100 * f:.1f} %" for c, f in top)
+            print(f"{path}: {overlay_path}, {labels_path}  ({shares})")
     return 2 if failed else 0

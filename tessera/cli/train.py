@@ -79,11 +79,16 @@ def finish_message(summary: dict, output: str, world_size: int = 1) -> str:
         return (f"stopped after step {summary['steps']}, checkpoint saved in {output}; "
                 f"continue with: {resume_command(output, world_size)}")
     lines = [f"done: {summary['epochs']} epochs, {summary['steps']} steps; weights and metrics in {output}"]
-    if summary["best_val_top1"] is not None:
-        lines.append(f"best validation top-1: {summary['best_val_top1']:.2f} %")
+    metric = summary.get("best_metric", "top1")
+    name = {"top1": "top-1", "miou": "mIoU"}.get(metric, metric)
+    if summary.get(f"best_val_{metric}") is not None:
+        lines.append(f"best validation {name}: {summary[f'best_val_{metric}']:.2f} %")
     if "test" in summary:
         t = summary["test"]
-        top5 = f"  top-5: {t['top5']:.2f} %" if t.get("top5") is not None else ""
-        lines.append(f"test top-1: {t['top1']:.2f} %{top5}  ({t['num_samples']} samples)")
+        if metric == "miou":
+            lines.append(f"test mIoU: {t['miou']:.2f} %  pixel accuracy: {t['acc']:.2f} %  ({t['num_samples']} images)")
+        else:
+            top5 = f"  top-5: {t['top5']:.2f} %" if t.get("top5") is not None else ""
+            lines.append(f"test top-1: {t['top1']:.2f} %{top5}  ({t['num_samples']} samples)")
     lines.append(f"evaluate: tessera evaluate --checkpoint {output} --data TEST_DIR")
     return "\n".join(lines)

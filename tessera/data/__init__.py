@@ -75,7 +75,7 @@ class DataKind:
 
 _KINDS: dict[str, DataKind] = {}
 #: the kinds of this package beyond images, imported when first asked for (videos need PyAV)
-_BUILTIN_KINDS = {"video": ".video"}
+_BUILTIN_KINDS = {"video": ".video", "segmentation": ".segmentation"}
 
 
 def register_data_kind(name: str, kind: DataKind) -> None:

@@ -84,11 +84,15 @@ class ShardSampler(Sampler[int]):
 
 def collate_skipping_bad(items: Sequence[Any]) -> tuple[Any, Any, list[BadSample]]:
     """Stack the good samples; return ``(inputs, targets, bad samples)`` (``inputs`` is
-    ``None`` when no sample of the batch could be read)."""
+    ``None`` when no sample of the batch could be read; inputs and targets are lists when
+    the inputs differ in size)."""
     good = [it for it in items if not isinstance(it, BadSample)]
     bad = [it for it in items if isinstance(it, BadSample)]
     if not good:
         return None, None, bad
+    shapes = {tuple(getattr(part, "shape", ())) for it in good for part in it[:1]}
+    if len(shapes) > 1:  # samples of their own sizes (segmentation evaluation): lists
+        return [it[0] for it in good], [it[1] for it in good], bad
     x, y = default_collate(good)
     return x, y, bad
 

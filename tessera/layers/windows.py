@@ -8,8 +8,9 @@ for any number of axes; the models differ only in the tuples they pass.
 
 Where a map is not a multiple of the window, implementations disagree on the window, the
 shift, the padding and their order; a :class:`SizeRule` (``official``, ``torchvision``,
-``timm``) fixes each of them per axis, at construction and at run time, and the plan of a
-stage records the result.
+``timm``, and ``always_partition`` of the official detection and segmentation backbones)
+fixes each of them per axis, at construction and at run time, and the plan of a stage
+records the result.
 
 Tensors on a grid are channels-last: ``(B, *grid, C)``. Windows are ``(B * nW, N, C)`` with
 ``N = prod(window)`` tokens in raster order inside each window and windows in raster order
@@ -100,6 +101,14 @@ def timm_sizes(grid: Sequence[int], window: Sequence[int], shift: Sequence[int])
     return WindowSizes(window, tuple(int(s) for s in shift), padded_size(grid, window), shift_first=True)
 
 
+def partition_sizes(grid: Sequence[int], window: Sequence[int], shift: Sequence[int]) -> WindowSizes:
+    """The official detection and segmentation backbones at run time: the window and shift
+    are kept on every axis whatever the grid (a 7x7 map with a 7x7 window is still shifted,
+    with its mask), the grid is padded to a multiple of the window, then rolled."""
+    window = tuple(int(w) for w in window)
+    return WindowSizes(window, tuple(int(s) for s in shift), padded_size(grid, window))
+
+
 def official_stage_window(map_size: Sequence[int] | None, window: Sequence[int]):
     """The official image model at construction: a stage whose map at ``img_size`` is no
     larger than the window on its shorter side gets a square window of that side and no
@@ -129,7 +138,7 @@ class SizeRule:
     """How a Swin sizes its windows for maps that are not a multiple of the window.
 
     Attributes:
-        name: ``official``, ``torchvision`` or ``timm``.
+        name: ``official``, ``torchvision``, ``timm`` or ``always_partition``.
         stage_window: ``(map at img_size or None, window) -> (window, shift)`` of a stage
             when the model is built; the window is the one its bias table is made for.
         sizes: ``(grid, window, shift) -> WindowSizes`` on the grid of an actual input.
@@ -166,7 +175,14 @@ SIZE_RULES: dict[str, SizeRule] = {
     "official": SizeRule("official", official_stage_window, official_sizes, "pad"),
     "torchvision": SizeRule("torchvision", torchvision_stage_window, torchvision_sizes, "crop"),
     "timm": SizeRule("timm", timm_stage_window, timm_sizes, "crop"),
+    # the official detection and segmentation backbones (Swin-Transformer-Semantic-Segmentation,
+    # Swin-Transformer-Object-Detection): every stage partitions its map into windows
+    "always_partition": SizeRule("always_partition", torchvision_stage_window, partition_sizes, "pad"),
 }
+
+#: The rules of classifiers; ``always_partition`` is the dense-prediction backbones' rule and
+#: differs from them even at 224 (stage 4 of Swin-T keeps its shift on its 7x7 map).
+CLASSIFIER_RULES = ("official", "torchvision", "timm")
 
 
 def size_rule(name: str) -> SizeRule:

@@ -10,6 +10,7 @@ from .deit import DistilledVisionTransformer
 from .levit import LeViT
 from .pvt import PyramidVisionTransformer
 from .pvt_v2 import PyramidVisionTransformerV2
+from .seg import SegmentationModel, SwinUnet, UperNet
 from .shuffle import ShuffleTransformer
 from .swin import SwinTransformer, VideoSwinTransformer
 from .swin_v2 import SwinTransformerV2
@@ -18,5 +19,5 @@ from .vit import VisionTransformer
 __all__ = [
     "TesseraModel", "SwinTransformer", "VideoSwinTransformer", "SwinTransformerV2", "VisionTransformer", "DistilledVisionTransformer",
     "CaiT", "DeepViT", "CPVT", "CvT", "CeiT", "LeViT", "PyramidVisionTransformer", "PyramidVisionTransformerV2",
-    "ShuffleTransformer",
+    "ShuffleTransformer", "SegmentationModel", "UperNet", "SwinUnet",
 ]

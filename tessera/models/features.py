@@ -14,13 +14,21 @@ The contract a model family meets to get this:
   of ``feature_info``. When it accepts ``channels_last=True`` it is asked for channels-last
   maps (saving two transposes around each norm).
 * ``intermediates_normalized = True`` when those maps are already normalised; otherwise the
-  wrapper adds one ``LayerNorm`` over channels per output, named ``norm{i}`` after the stage
-  index, as the official Swin detection backbone does. The norm of the last stage starts
-  from the model's final ``norm`` when that fits (same width), so that the last output of a
-  classification checkpoint is exactly its ``forward_features``.
+  wrapper adds one fresh ``LayerNorm`` over channels per output, named ``norm{i}`` after the
+  stage index, as the official Swin detection and segmentation backbones do (the last one
+  included: they never use the classifier's final ``norm``).
+  ``last_norm_from_classifier=True`` starts the last stage's norm from the model's final
+  ``norm`` instead, so that the last output of a classification checkpoint is exactly its
+  ``forward_features`` (not what the official backbones do).
 * optionally ``prune_intermediate_layers(indices)``: removes what the outputs do not need
   (later stages, final norm, head), so the pyramid stops early; without it the wrapper only
   drops the head (``reset_classifier(0)``) and runs every stage.
+* optionally ``no_weight_decay()``, passed on (the names are the model's own, see below).
+
+The pyramid adopts the model's parts as its own (as timm's feature wrappers do): its state
+dict holds the model's names (``patch_embed.*``, ``layers.*``) plus ``norm{i}.*``, the layout
+of the official backbones, so their weights load with no renaming. ``pyramid.model`` is the
+wrapped model (not a submodule).
 
 Weights are loaded into the classification model before it is wrapped (``create_model``
 does this), so every checkpoint that loads into the classifier gives its pyramid.
@@ -57,7 +65,8 @@ class FeaturesModel(nn.Module):
     Shape: ``(B, C_in, *S) -> [(B, C_i, *S / reduction_i) for i in out_indices]``.
     """
 
-    def __init__(self, model: nn.Module, out_indices: Sequence[int] | None = None) -> None:
+    def __init__(self, model: nn.Module, out_indices: Sequence[int] | None = None,
+                 last_norm_from_classifier: bool = False) -> None:
         super().__init__()
         stages = getattr(model, "feature_info", None)
         if not stages or not hasattr(model, "forward_intermediates"):
@@ -70,20 +79,42 @@ class FeaturesModel(nn.Module):
 
         norms = {}
         if not getattr(model, "intermediates_normalized", False):
-            final = getattr(model, "norm", None)
             for i in indices:
                 norms[i] = nn.LayerNorm(stages[i]["num_chs"])
-            last = len(stages) - 1
-            if last in norms and isinstance(final, nn.LayerNorm) and final.normalized_shape == norms[last].normalized_shape:
+            final, last = getattr(model, "norm", None), len(stages) - 1
+            if last_norm_from_classifier and last in norms:
+                if not isinstance(final, nn.LayerNorm) or final.normalized_shape != norms[last].normalized_shape:
+                    raise ConfigError(f"{type(model).__name__} has no final LayerNorm of the last stage's width")
                 norms[last].load_state_dict(final.state_dict())
         if hasattr(model, "prune_intermediate_layers"):
             model.prune_intermediate_layers(indices)
         elif hasattr(model, "reset_classifier"):
             model.reset_classifier(0)
-        self.model = model
+        object.__setattr__(self, "model", model)  # not a submodule: its parts are adopted below
+        for name, child in model.named_children():
+            self.add_module(name, child)
+        for name, param in model.named_parameters(recurse=False):
+            self.register_parameter(name, param)
+        for name, buf in model.named_buffers(recurse=False):
+            self.register_buffer(name, buf, persistent=name not in model._non_persistent_buffers_set)
         for i, norm in norms.items():
             self.add_module(f"norm{i}", norm)
         self._channels_last = "channels_last" in inspect.signature(model.forward_intermediates).parameters
+
+    def _apply(self, fn, recurse: bool = True):
+        # .to(), .half(), ...: the adopted modules are shared, but converted tensors of the
+        # model itself may be new objects; the model keeps using the pyramid's
+        super()._apply(fn, recurse)
+        for name in self.model._parameters:
+            self.model._parameters[name] = self._parameters[name]
+        for name in self.model._buffers:
+            self.model._buffers[name] = self._buffers[name]
+        return self
+
+    def train(self, mode: bool = True) -> FeaturesModel:
+        super().train(mode)
+        self.model.training = mode
+        return self
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         kwargs: dict[str, Any] = {"channels_last": True} if self._channels_last else {}
@@ -103,6 +134,15 @@ class FeaturesModel(nn.Module):
         if hasattr(self.model, "set_grad_checkpointing"):
             self.model.set_grad_checkpointing(enable)
 
+    def no_weight_decay(self) -> set[str]:
+        return set(self.model.no_weight_decay()) if hasattr(self.model, "no_weight_decay") else set()
+
+    def adapt_checkpoint(self, state_dict: dict[str, torch.Tensor], report: Any) -> dict[str, torch.Tensor]:
+        """Weights in the classifier's names fit the pyramid as they are (the same names); the
+        model's own adaptation (resized tables, inflation) applies."""
+        adapt = getattr(self.model, "adapt_checkpoint", None)
+        return adapt(state_dict, report) if adapt is not None else state_dict
+
 
 def _resolve(out_indices: Sequence[int] | None, count: int) -> tuple[int, ...]:
     if out_indices is None:
@@ -119,7 +159,8 @@ def _resolve(out_indices: Sequence[int] | None, count: int) -> tuple[int, ...]:
     return tuple(sorted(resolved))
 
 
-def features_model(model: nn.Module, out_indices: Sequence[int] | None = None) -> FeaturesModel:
+def features_model(model: nn.Module, out_indices: Sequence[int] | None = None,
+                   last_norm_from_classifier: bool = False) -> FeaturesModel:
     """Wrap ``model`` into a feature pyramid of the stages ``out_indices`` (all by default;
-    negative indices count from the last stage)."""
-    return FeaturesModel(model, out_indices)
+    negative indices count from the last stage); see :class:`FeaturesModel`."""
+    return FeaturesModel(model, out_indices, last_norm_from_classifier)

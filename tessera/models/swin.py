@@ -23,6 +23,9 @@ official behaviour:
 At sizes the official image code refuses, the image model follows its ``size_rule``
 (``official``, ``torchvision`` or ``timm``; :class:`tessera.layers.windows.SizeRule`): each
 stage's window, shift and padding, at construction and at run time, as that code has them.
+The feature pyramid (``features_only=True``) is the official detection and segmentation
+backbone, whose rule is ``always_partition``: every stage keeps its window and shift and
+pads its map.
 """
 
 from __future__ import annotations
@@ -417,6 +420,11 @@ class SwinTransformer(_SwinBase):
             ``torchvision`` or ``timm``, to reproduce weights fine-tuned at such sizes in
             those libraries. See :class:`tessera.layers.windows.SizeRule`; with maps that
             are multiples of the window (224, 384) all three are the same function.
+            ``always_partition`` is the official detection and segmentation backbones':
+            every stage keeps its window and shift whatever its map, which is padded (the
+            default of ``features_only=True``; timm's and Hugging Face's
+            ``always_partition``). It differs from the others even at 224: stage 4 of
+            Swin-T at 224 keeps its shift on its 7x7 map.
 
     Shape: ``(B, in_chans, H, W) -> (B, num_classes)``; ``forward_features`` gives
     ``(B, C * 8, ceil(H / 32), ceil(W / 32))`` for four stages (``floor(H / 4)`` patches
@@ -521,6 +529,14 @@ _IMAGE_DROP_PATH = {"t": 0.2, "s": 0.3, "b": 0.5, "l": 0.2}
 _VIDEO_DROP_PATH = {"t": 0.1, "s": 0.1, "b": 0.3, "l": 0.3}
 
 
+def _pyramid_is_official_backbone(fn):
+    """``create_model(name, features_only=True)`` builds the official detection and
+    segmentation backbone: every stage keeps its window and shift and pads its map
+    (``size_rule="always_partition"``). Swin V2's pyramid follows the same rule."""
+    fn.features_defaults = {"size_rule": "always_partition"}
+    return fn
+
+
 def _image(size: str, img: int = 224, window: int = 7, **kwargs) -> dict:
     return {**_SIZES[size], "img_size": img, "window_size": window, "drop_path_rate": _IMAGE_DROP_PATH[size], **kwargs}
 
@@ -530,36 +546,42 @@ def _video(size: str, window=(8, 7, 7), **kwargs) -> dict:
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swin_t(**kwargs) -> SwinTransformer:
     """Swin-T: C96, depths 2-2-6-2, window 7, 224."""
     return SwinTransformer(**{**_image("t"), **kwargs})
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swin_s(**kwargs) -> SwinTransformer:
     """Swin-S: C96, depths 2-2-18-2, window 7, 224."""
     return SwinTransformer(**{**_image("s"), **kwargs})
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swin_b(**kwargs) -> SwinTransformer:
     """Swin-B: C128, depths 2-2-18-2, window 7, 224."""
     return SwinTransformer(**{**_image("b"), **kwargs})
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swin_b_384(**kwargs) -> SwinTransformer:
     """Swin-B at 384 with window 12."""
     return SwinTransformer(**{**_image("b", img=384, window=12), **kwargs})
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swin_l(**kwargs) -> SwinTransformer:
     """Swin-L: C192, depths 2-2-18-2, window 7, 224."""
     return SwinTransformer(**{**_image("l"), **kwargs})
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swin_l_384(**kwargs) -> SwinTransformer:
     """Swin-L at 384 with window 12."""
     return SwinTransformer(**{**_image("l", img=384, window=12), **kwargs})

@@ -57,7 +57,7 @@ from ..layers.helpers import to_ntuple
 from ..layers.mlp import Mlp
 from ..layers.windows import WindowPlan, relative_position_index
 from ..registry import register_model
-from .swin import _SwinBase, merge_neighbours
+from .swin import _pyramid_is_official_backbone, _SwinBase, merge_neighbours
 
 __all__ = ["SwinTransformerV2", "SwinV2Block", "WindowAttentionV2", "PatchMergingV2", "log_spaced_coordinates"]
 
@@ -313,7 +313,8 @@ class SwinTransformerV2(_SwinBase):
         head_drop_rate: dropout before the head.
         size_rule: how windows fit maps that are not a multiple of the window, as for
             :class:`tessera.models.SwinTransformer` (``official``, ``torchvision``, ``timm``;
-            set when their weights are converted).
+            set when their weights are converted; ``always_partition`` for the dense
+            prediction backbone).
 
     Shape: ``(B, in_chans, H, W) -> (B, num_classes)``; ``forward_features`` gives
     ``(B, C * 8, ceil(H / 32), ceil(W / 32))`` for four stages.
@@ -438,72 +439,84 @@ def _v2(size: str, img: int, window: int, drop_path: float, **kwargs) -> dict:
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swinv2_t(**kwargs) -> SwinTransformerV2:
     """Swin V2-T: C96, depths 2-2-6-2, window 8, 256."""
     return SwinTransformerV2(**{**_v2("t", 256, 8, _DROP_PATH_1K["t"]), **kwargs})
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swinv2_s(**kwargs) -> SwinTransformerV2:
     """Swin V2-S: C96, depths 2-2-18-2, window 8, 256."""
     return SwinTransformerV2(**{**_v2("s", 256, 8, _DROP_PATH_1K["s"]), **kwargs})
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swinv2_b(**kwargs) -> SwinTransformerV2:
     """Swin V2-B: C128, depths 2-2-18-2, window 8, 256."""
     return SwinTransformerV2(**{**_v2("b", 256, 8, _DROP_PATH_1K["b"]), **kwargs})
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swinv2_t_w16(**kwargs) -> SwinTransformerV2:
     """Swin V2-T with window 16 at 256."""
     return SwinTransformerV2(**{**_v2("t", 256, 16, _DROP_PATH_1K["t"]), **kwargs})
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swinv2_s_w16(**kwargs) -> SwinTransformerV2:
     """Swin V2-S with window 16 at 256."""
     return SwinTransformerV2(**{**_v2("s", 256, 16, _DROP_PATH_1K["s"]), **kwargs})
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swinv2_b_w16(**kwargs) -> SwinTransformerV2:
     """Swin V2-B with window 16 at 256."""
     return SwinTransformerV2(**{**_v2("b", 256, 16, _DROP_PATH_1K["b"]), **kwargs})
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swinv2_b_192_22k(**kwargs) -> SwinTransformerV2:
     """Swin V2-B pre-trained on ImageNet-22K: window 12 at 192, 21841 classes."""
     return SwinTransformerV2(**{**_v2("b", 192, 12, 0.2, num_classes=21841), **kwargs})
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swinv2_l_192_22k(**kwargs) -> SwinTransformerV2:
     """Swin V2-L pre-trained on ImageNet-22K: window 12 at 192, 21841 classes."""
     return SwinTransformerV2(**{**_v2("l", 192, 12, 0.2, num_classes=21841), **kwargs})
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swinv2_b_w12to16_256(**kwargs) -> SwinTransformerV2:
     """Swin V2-B fine-tuned from the 22K window-12 192 model to window 16 at 256."""
     return SwinTransformerV2(**{**_v2("b", 256, 16, 0.2, pretrained_window_sizes=_FROM_192), **kwargs})
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swinv2_b_w12to24_384(**kwargs) -> SwinTransformerV2:
     """Swin V2-B fine-tuned from the 22K window-12 192 model to window 24 at 384."""
     return SwinTransformerV2(**{**_v2("b", 384, 24, 0.2, pretrained_window_sizes=_FROM_192), **kwargs})
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swinv2_l_w12to16_256(**kwargs) -> SwinTransformerV2:
     """Swin V2-L fine-tuned from the 22K window-12 192 model to window 16 at 256."""
     return SwinTransformerV2(**{**_v2("l", 256, 16, 0.2, pretrained_window_sizes=_FROM_192), **kwargs})
 
 
 @register_model
+@_pyramid_is_official_backbone
 def swinv2_l_w12to24_384(**kwargs) -> SwinTransformerV2:
     """Swin V2-L fine-tuned from the 22K window-12 192 model to window 24 at 384."""
     return SwinTransformerV2(**{**_v2("l", 384, 24, 0.2, pretrained_window_sizes=_FROM_192), **kwargs})

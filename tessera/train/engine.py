@@ -11,6 +11,10 @@ After each epoch: validation (model and EMA), ``metrics.jsonl``, ``curves.png``,
 ``last.safetensors``, ``best.safetensors`` (by validation top-1, then loss) and ``state.pt``, which
 holds everything needed to continue the run exactly (``Trainer(..., resume=True)``).
 Only the main process prints and writes.
+
+What depends on the problem (the loss, batch mixing, validation scores, the score that
+picks the best weights, the curves) comes from the recipe's task
+(:mod:`tessera.train.tasks`): classification, or segmentation (mIoU).
 """
 
 from __future__ import annotations
@@ -34,9 +38,7 @@ from .. import __version__
 from ..atomic import remove_stale_temporaries, write_text_atomic
 from ..data import SPLIT_KEYS, build_augment, build_dataset, build_train_and_val, data_kind
 from ..data.loader import ShardSampler, SkippedSamples, StepSampler, build_loader, default_num_workers
-from ..data.mixup import Mixup
 from ..errors import CheckpointError, ConfigError, TesseraError
-from ..losses import classification_loss
 from ..registry import create_model
 from ..weights.resolve import load_weights_into, stored_architecture
 from . import distributed
@@ -49,12 +51,12 @@ from .checkpoint import (
     set_rng_state,
 )
 from .ema import ModelEma
-from .evaluation import autocast, clip_scores, evaluate
-from .metrics import ClassificationMeter, significant, write_metrics
+from .evaluation import autocast
+from .metrics import significant, write_metrics
 from .optim import build_optimizer, scaled_lr
-from .plots import plot_curves
 from .recipe import Recipe, fit_to_data, recipe_from_dict
 from .schedule import WarmupCosine
+from .tasks import build_task
 
 log = logging.getLogger("tessera")
 
@@ -128,18 +130,21 @@ class Trainer:
         # the model, initialised identically on every process
         torch.manual_seed(seed)
         self.model = self._build_model(load_pretrained=not resume).to(info.device)
+        self.task = build_task(r, self.classes, self.model)
+        self.model = self.task.prepare_model(self.model, info)
         cfg = self.model.default_cfg
         self.mean = tuple(d.mean or cfg["mean"])
         self.std = tuple(d.std or cfg["std"])
         self.train_augment = build_augment(d, r.augment, self.mean, self.std).to(info.device)
         self.eval_augment = build_augment(d, None, self.mean, self.std).to(info.device)
-        a = r.augment
-        self.mixup = Mixup(a.mixup, a.cutmix, a.mixup_prob, a.switch_prob, a.label_smoothing, len(self.classes))
-        self.criterion = lambda logits, target: classification_loss(logits, target, a.label_smoothing)
+        self.mixup = self.task.mixup(r)
+        self.criterion = self.task.criterion
 
         # optimisation
         self.optimizer = build_optimizer(self.model, r)
-        self.total_steps = r.schedule.epochs * self.steps_per_epoch
+        # iteration-based recipes (schedule.iters) end in the middle of their last epoch
+        self.total_steps = r.schedule.iters or r.schedule.epochs * self.steps_per_epoch
+        self.num_epochs = -(-self.total_steps // self.steps_per_epoch)
         self.schedule = self._schedule(r, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.ema = ModelEma(self.model, r.train.ema_decay) if r.train.ema_decay > 0 else None
@@ -184,9 +189,10 @@ class Trainer:
     def _schedule(r: Recipe, steps_per_epoch: int) -> WarmupCosine:
         """The learning rate of every step of the recipe ``r``."""
         s = r.schedule
+        warmup = s.warmup_iters if s.warmup_iters is not None else round(s.warmup_epochs * steps_per_epoch)
         return WarmupCosine(
-            scaled_lr(r.optim.lr, r), s.epochs * steps_per_epoch, round(s.warmup_epochs * steps_per_epoch),
-            scaled_lr(s.warmup_lr, r), scaled_lr(s.min_lr, r), s.style, steps_per_epoch,
+            scaled_lr(r.optim.lr, r), s.iters or s.epochs * steps_per_epoch, warmup,
+            scaled_lr(s.warmup_lr, r), scaled_lr(s.min_lr, r), s.style, steps_per_epoch, s.power,
         )
 
     def _build_model(self, load_pretrained: bool = True) -> nn.Module:
@@ -220,7 +226,7 @@ class Trainer:
         data.update(mean=list(self.mean), std=list(self.std))  # as resolved from the model's defaults
         return {
             "model": self.model.model_name, "model_args": self.model.model_args, "classes": self.classes,
-            "data": data, "weights": weights, "tessera_version": __version__,
+            "data": data, "weights": weights, "tessera_version": __version__, "task": self.task.name,
         }
 
     def _prepare_output(self, overwrite: bool) -> None:
@@ -258,7 +264,7 @@ class Trainer:
         except (TesseraError, KeyError, TypeError, ValueError, ZeroDivisionError):
             moves = ""
         return (f"resumed with another learning-rate schedule ({', '.join(changed)}): it is recomputed for "
-                f"{self.recipe.schedule.epochs} epochs, {self.total_steps} steps{moves}")
+                f"{self.num_epochs} epochs, {self.total_steps} steps{moves}")
 
     # -- state -------------------------------------------------------------------------------
 
@@ -423,15 +429,16 @@ class Trainer:
         or a stop request)."""
         r, info = self.recipe, self.info
         epoch, start = self.epoch, self.step_in_epoch
+        end = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
         self.sampler.set_epoch(epoch, start)
         self.train_set.set_epoch(epoch)
-        bar = tqdm(total=self.steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{r.schedule.epochs}",
+        bar = tqdm(total=end, initial=start, desc=f"epoch {epoch + 1}/{self.num_epochs}",
                    leave=False, dynamic_ncols=True, disable=None if info.is_main else True)
         it = iter(self.loader)
         samples, t0 = 0, time.perf_counter()
         unit = data_kind(r.data.kind).unit
         try:
-            for step in range(start, self.steps_per_epoch):
+            for step in range(start, end):
                 loss = self.train_step(self._micro_batches(it))
                 self.step_in_epoch, self.global_step = step + 1, self.global_step + 1
                 samples += r.data.batch_size
@@ -442,7 +449,7 @@ class Trainer:
                     bar.set_postfix(postfix, refresh=False)
                 every = r.train.save_every_steps
                 stop = self._should_stop()
-                if step + 1 < self.steps_per_epoch and (stop or (every and self.global_step % every == 0)):
+                if step + 1 < end and (stop or (every and self.global_step % every == 0)):
                     self.save_state()  # the epoch's end saves anyway
                     if stop:
                         return None
@@ -472,25 +479,24 @@ class Trainer:
         out = {}
         runs = [("val", self.model)] + ([("ema_val", self.ema.module)] if self.ema is not None else [])
         for prefix, model in runs:
-            res = evaluate(model, self.val_loader, self.eval_augment, len(self.classes), self.info, self.amp_dtype,
-                           self.skipped["val"], progress="validate",
-                           max_views=self.recipe.data.max_testing_views).result()
-            out.update({f"{prefix}_loss": res["loss"], f"{prefix}_top1": res["top1"], f"{prefix}_top5": res["top5"]})
+            res = self.task.validate(model, self.val_loader, self.eval_augment, self.info, self.amp_dtype,
+                                     self.skipped["val"])
+            out.update({f"{prefix}_{k}": v for k, v in res.items()})
         return out
 
     def end_epoch(self, train_stats: dict[str, float], val_stats: dict[str, float]) -> None:
         """Record the epoch, write weights, state, metrics and curves (main process)."""
-        epochs = self.recipe.schedule.epochs
+        epochs, metric = self.num_epochs, self.task.best_metric
         row = {"epoch": self.epoch + 1, "step": self.global_step, **train_stats,
-               "val_loss": None, "val_top1": None, "val_top5": None, **val_stats,
+               **{f"val_{k}": None for k in self.task.metric_keys}, **val_stats,
                "lr": self.last_lr, "skipped_samples": sum(len(s) for s in self.skipped.values()),
                "nan_steps": self.nan_total}
         self.history.append(row)
         best_weights = None
         for prefix, weights in (("val", "model"), ("ema_val", "ema")):
-            top1 = val_stats.get(f"{prefix}_top1")
-            # the best top-1; among equal ones (a small validation set has few distinct
-            # values), the lowest loss
+            top1 = val_stats.get(f"{prefix}_{metric}")
+            # the best score (top-1, mIoU); among equal ones (a small validation set has few
+            # distinct values), the lowest loss
             score = (top1, -val_stats.get(f"{prefix}_loss", math.inf)) if top1 is not None else None
             if score is not None and score > self.best:
                 self.best, best_weights = score, weights
@@ -502,17 +508,18 @@ class Trainer:
             if best_weights is not None:
                 module = self.model if best_weights == "model" else self.ema.module
                 save_weights(self.output / "best.safetensors", module.state_dict(),
-                             {**self.run_info(best_weights), "epoch": row["epoch"], "val_top1": self.best[0]})
+                             {**self.run_info(best_weights), "epoch": row["epoch"], f"val_{metric}": self.best[0]})
         self.save_state()
         if self.info.is_main:
             write_metrics(self.output / "metrics.jsonl", self.history)
-            plot_curves(self.history, self.output / "curves.png")
-            self._print(self.summary_line(row, epochs, data_kind(self.recipe.data.kind).unit))
+            self.task.plot(self.history, self.output / "curves.png")
+            self._print(self.summary_line(row, epochs, data_kind(self.recipe.data.kind).unit, self.task.summary_keys))
 
     @staticmethod
-    def summary_line(row: dict[str, Any], epochs: int, unit: str = "img") -> str:
+    def summary_line(row: dict[str, Any], epochs: int, unit: str = "img",
+                     keys: tuple[str, ...] = ("val_loss", "val_top1", "val_top5", "ema_val_top1")) -> str:
         parts = [f"epoch {row['epoch']:>3}/{epochs}", f"train_loss {row['train_loss']:.4f}"]
-        for key in ("val_loss", "val_top1", "val_top5", "ema_val_top1"):
+        for key in keys:
             if row.get(key) is not None:
                 parts.append(f"{key} {row[key]:.4f}" if key.endswith("loss") else f"{key} {row[key]:.2f}")
         parts += [f"lr {row['lr']:.2e}", f"{significant(row['images_per_s'])} {unit}/s"]
@@ -531,16 +538,16 @@ class Trainer:
             for note in self.data_notes:  # a held-out validation split, a shortened batch or warm-up
                 self._print(note)
             self._print(self.describe())
-        while self.epoch < r.schedule.epochs and not self._should_stop():
+        while self.epoch < self.num_epochs and not self._should_stop():
             train_stats = self.train_epoch()
             if train_stats is None:
                 break
-            evaluate_now = (self.epoch + 1) % r.train.eval_every == 0 or self.epoch + 1 == r.schedule.epochs
+            evaluate_now = (self.epoch + 1) % r.train.eval_every == 0 or self.epoch + 1 == self.num_epochs
             self.end_epoch(train_stats, self.validate() if evaluate_now else {})
-        summary = {"epochs": self.epoch, "steps": self.global_step,
-                   "best_val_top1": self.best[0] if self.best[0] > -math.inf else None,
+        summary = {"epochs": self.epoch, "steps": self.global_step, "best_metric": self.task.best_metric,
+                   f"best_val_{self.task.best_metric}": self.best[0] if self.best[0] > -math.inf else None,
                    "skipped_samples": {k: len(v) for k, v in self.skipped.items()},
-                   "nan_steps": self.nan_total, "finished": self.epoch >= r.schedule.epochs}
+                   "nan_steps": self.nan_total, "finished": self.epoch >= self.num_epochs}
         if summary["finished"] and r.data.test_root:
             summary["test"] = self.test()
         if self.info.is_main:
@@ -558,13 +565,8 @@ class Trainer:
         distributed.barrier(self.info)  # the main process has written the weights
         model, info = load_trained_model(self.output, self.info.device)
         skipped = SkippedSamples("test", len(test_set), d.max_bad_fraction)
-        views = getattr(test_set, "num_views", 1)
-        clips = ClassificationMeter(len(self.classes), self.info.device) if views > 1 else None
-        meter = evaluate(model, loader, self.eval_augment, len(self.classes), self.info, self.amp_dtype, skipped,
-                         per_view=clips, max_views=d.max_testing_views)
-        res = {**meter.result(), "checkpoint": Path(info["checkpoint"]).name, "skipped_samples": len(skipped)}
-        if clips is not None:  # video level above (softmax over the views averaged), clip level here
-            res.update(clip_scores(clips, views))
+        res = self.task.test(model, loader, self.eval_augment, self.info, self.amp_dtype, skipped)
+        res.update(checkpoint=Path(info["checkpoint"]).name, skipped_samples=len(skipped))
         if self.info.is_main:
             write_text_atomic(self.output / "test.json", json.dumps(res, indent=2) + "\n")
         return res
@@ -575,8 +577,10 @@ class Trainer:
         procs = f" on {self.info.world_size} processes" if self.info.distributed else ""
         amp = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
         return (f"training {r.model.name} ({params / 1e6:.2f}M parameters) on {len(self.train_set)} samples "
-                f"of {len(self.classes)} classes{procs}, {self.info.device} {amp}: {r.schedule.epochs} epochs of "
-                f"{self.steps_per_epoch} steps of {d.batch_size}, peak lr {self.schedule.base_lr:.2e}"
+                f"of {len(self.classes)} classes{procs}, {self.info.device} {amp}: {self.num_epochs} epochs of "
+                f"{self.steps_per_epoch} steps of {d.batch_size}"
+                f"{f' ({self.total_steps} steps in all)' if r.schedule.iters else ''}, "
+                f"peak lr {self.schedule.base_lr:.2e}"
                 f" -> {self.output}")
 
     def close(self) -> None:

@@ -15,6 +15,12 @@ the intent: the relative-position tables get no decay but the full learning rate
 rate and full decay; the head gets the full rate and full decay. The published Kinetics
 and Something-Something numbers were obtained this way, so the shipped video recipes use
 it; ``optim.param_groups=standard`` gives what the config meant (plus no decay on biases).
+
+``official_seg`` groups: the official Swin segmentation configs ask mmcv for
+``decay_mult=0`` on the keys ``absolute_pos_embed``, ``relative_position_bias_table`` and
+``norm``: every parameter whose name contains one of them (the LayerNorms, the pyramid's
+``norm{i}``) has no decay; everything else, biases and the heads' BatchNorms (``.bn.``)
+included, has the full decay. ``all`` decays every parameter (Swin-Unet's SGD).
 """
 
 from __future__ import annotations
@@ -46,10 +52,20 @@ def is_no_decay(name: str, param: torch.Tensor, skip: set[str]) -> bool:
     return param.ndim <= 1 or name.endswith(".bias") or name in skip or name.split(".")[-1] in skip
 
 
+#: the official Swin segmentation configs' keys without weight decay
+OFFICIAL_SEG_NO_DECAY = ("absolute_pos_embed", "relative_position_bias_table", "norm")
+
+
 def _group_key(name: str, param: torch.Tensor, skip: set[str], heads: set[str], mult: float,
                rule: str) -> tuple[str, bool, float]:
     """``(part, no_decay, lr_mult)`` of one parameter."""
     is_head = name in heads
+    if rule in ("official_seg", "all"):
+        # official_seg: mmcv's custom keys, each matched as a substring of the name
+        no_decay = rule == "official_seg" and any(k in name for k in OFFICIAL_SEG_NO_DECAY)
+        if mult == 1.0:
+            return "all", no_decay, 1.0
+        return ("head", no_decay, 1.0) if is_head else ("backbone", no_decay, mult)
     if rule == "official_video":  # mmcv's first matching custom key, longest first
         if "relative_position_bias_table" in name or "absolute_pos_embed" in name:
             return "backbone_table", True, 1.0
@@ -86,12 +102,15 @@ def param_groups(model: nn.Module, weight_decay: float, backbone_lr_mult: float 
     return list(groups.values())
 
 
-def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.AdamW:
-    """AdamW (betas, eps and weight decay of the recipe) over :func:`param_groups`; the
-    learning rates are set by the schedule at every step."""
+def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """AdamW (betas, eps and weight decay of the recipe), or SGD with momentum
+    (``optim.name=sgd``), over :func:`param_groups`; the learning rates are set by the
+    schedule at every step."""
     o = recipe.optim
     groups = param_groups(model, o.weight_decay, o.backbone_lr_mult, o.param_groups)
     for g in groups:
         g.pop("param_names")
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=scaled_lr(o.lr, recipe), momentum=o.momentum, weight_decay=o.weight_decay)
     return torch.optim.AdamW(groups, lr=scaled_lr(o.lr, recipe), betas=o.betas, eps=o.eps,
                              weight_decay=o.weight_decay)

@@ -25,20 +25,27 @@ def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], 
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def plot_curves(history: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
-    """Two panels: training and validation loss; validation top-1/top-5 (and the EMA's)."""
+#: the validation scores of a classifier's curves: (metrics.jsonl key, legend)
+ACCURACY_CURVES = (("val_top1", "top-1"), ("val_top5", "top-5"), ("ema_val_top1", "top-1 (EMA)"))
+
+
+def plot_curves(history: Sequence[Mapping[str, Any]], path: str | os.PathLike,
+                scores: Sequence[tuple[str, str]] = ACCURACY_CURVES, title: str = "validation accuracy",
+                ylabel: str = "accuracy (%)") -> None:
+    """Two panels: training and validation loss; the validation ``scores`` in percent
+    (top-1/top-5 and the EMA's by default)."""
     fig = Figure(figsize=(10, 4))
     ax_loss, ax_acc = fig.subplots(1, 2)
     for key, label in (("train_loss", "train"), ("val_loss", "validation"), ("ema_val_loss", "validation (EMA)")):
         x, y = _series(history, key)
         if x:
             ax_loss.plot(x, y, marker=".", label=label)
-    for key, label in (("val_top1", "top-1"), ("val_top5", "top-5"), ("ema_val_top1", "top-1 (EMA)")):
+    for key, label in scores:
         x, y = _series(history, key)
         if x:
             ax_acc.plot(x, y, marker=".", label=label)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="validation accuracy")
+    ax_acc.set(xlabel="epoch", ylabel=ylabel, title=title)
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)

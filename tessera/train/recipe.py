@@ -1,7 +1,8 @@
 """Training recipes: YAML files plus ``key=value`` overrides, validated into dataclasses.
 
 A recipe has six sections (``model``, ``data``, ``augment``, ``optim``, ``schedule``,
-``train``); each field below is a key, written ``section.field`` on the command line
+``train``), a ``loss`` section for segmentation, and a ``task`` (``classification``, the
+default, or ``segmentation``); each field below is a key, written ``section.field`` on the command line
 (``optim.lr=1e-3 data.root=/data/train``). A recipe may start from another one with
 ``base: NAME`` (a shipped recipe or a path relative to the file) and change only what
 differs. The value ``???`` marks a key the user must set (``data.root`` of the ImageNet
@@ -85,8 +86,36 @@ class DataConfig:
     max_testing_views: int | None = None
     #: the folder that the paths of an annotation list are relative to (null: the list's folder)
     video_prefix: str | None = None
-    #: a file of class names, one per line in label order, for annotation lists
+    #: a file of class names, one per line in label order, for annotation lists (and
+    #: segmentation folders)
     class_names: str | None = None
+    # -- segmentation (data.kind=segmentation): image and label-map folders, or digit_scenes --
+    #: folder layout: auto, ade20k (images/ and annotations/ with split folders), voc
+    #: (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/<split>.txt), cityscapes
+    #: (leftImg8bit/ and gtFine/ ..._labelTrainIds.png) or pairs (images/ and annotations/)
+    layout: str = "auto"
+    #: label 0 means "other" (ADE20K): it becomes ignore_index, every other label moves down by one
+    reduce_zero_label: bool = False
+    #: the label of pixels that count nowhere (loss and metrics)
+    ignore_index: int = 255
+    #: the training crop (height, width); null: img_size x img_size
+    crop_size: tuple[int, int] | None = None
+    #: images are rescaled, keeping their aspect ratio, to fit (long side, short side) times a
+    #: ratio drawn from ratio_range in training (null: their own size times the ratio)
+    img_scale: tuple[int, int] | None = None
+    ratio_range: tuple[float, float] = (0.5, 2.0)
+    #: a training crop is drawn again (up to 10 times) while one class covers more than this
+    cat_max_ratio: float = 1.0
+    #: mmseg's photometric distortion (brightness, contrast, saturation, hue) in training
+    photometric: bool = False
+    #: evaluation: whole (the rescaled image at once) or slide (windows of crop_size,
+    #: test_stride apart, logits averaged where they overlap)
+    test_mode: str = "whole"
+    #: the sliding windows' stride (null: two thirds of the crop, rounded down)
+    test_stride: tuple[int, int] | None = None
+    #: multi-scale testing: ratios of img_scale (softmax averaged over scales and flips)
+    test_ratios: tuple[float, ...] = (1.0,)
+    test_flip: bool = False
 
 
 @dataclass
@@ -108,7 +137,21 @@ class AugmentConfig:
 
 
 @dataclass
+class LossConfig:
+    """The segmentation loss: ``ce_weight * CE + dice_weight * Dice`` per output of the model,
+    each output weighted by the model's ``loss_weights`` (UperNet's auxiliary head: 0.4)."""
+
+    ce_weight: float = 1.0
+    #: Swin-Unet's Dice loss (softmax probabilities against one-hot labels, per class,
+    #: averaged over the classes; ignored pixels left out)
+    dice_weight: float = 0.0
+
+
+@dataclass
 class OptimConfig:
+    #: adamw, or sgd (with momentum; Swin-Unet's recipe)
+    name: str = "adamw"
+    momentum: float = 0.9
     lr: float = 5e-4
     #: the learning rates are scaled by ``data.batch_size / lr_base_batch`` (null: not scaled)
     lr_base_batch: int | None = 512
@@ -122,8 +165,10 @@ class OptimConfig:
     #: learning-rate factor of every parameter but the classifier head (fine-tuning)
     backbone_lr_mult: float = 1.0
     #: ``standard`` (no decay on biases, norms, position tables; backbone_lr_mult on all but
-    #: the head) or ``official_video`` (the groups the official Video Swin code really built;
-    #: see tessera.train.optim)
+    #: the head), ``official_video`` (the groups the official Video Swin code really built),
+    #: ``official_seg`` (the official Swin segmentation configs: no decay on parameters whose
+    #: name holds ``norm``, ``relative_position_bias_table`` or ``absolute_pos_embed``) or
+    #: ``all`` (decay on every parameter); see tessera.train.optim
     param_groups: str = "standard"
 
 
@@ -134,10 +179,17 @@ class ScheduleConfig:
     warmup_epochs: float = 20.0
     warmup_lr: float = 5e-7
     min_lr: float = 5e-6
-    #: ``timm`` (per-iteration cosine after the warm-up, the image recipes) or ``mmcv`` (the
-    #: video recipes: cosine per epoch over the whole run, the warm-up scaling it; see
-    #: tessera.train.schedule)
+    #: ``timm`` (per-iteration cosine after the warm-up, the image recipes), ``mmcv`` (the
+    #: video recipes: cosine per epoch over the whole run, the warm-up scaling it) or ``poly``
+    #: (the segmentation recipes: per iteration, ``(1 - step / total) ** power``, the warm-up
+    #: scaling it as mmcv's); see tessera.train.schedule
     style: str = "timm"
+    power: float = 1.0
+    #: a length in optimiser steps instead of epochs (iteration-based recipes such as mmseg's
+    #: 160k); the run ends after that many steps, in the middle of an epoch if need be
+    iters: int | None = None
+    #: the warm-up in steps (instead of warmup_epochs)
+    warmup_iters: int | None = None
 
 
 @dataclass
@@ -164,12 +216,15 @@ class TrainConfig:
 
 @dataclass
 class Recipe:
+    #: classification or segmentation (per-pixel labels: data.kind=segmentation)
+    task: str = "classification"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -375,9 +430,18 @@ def _check_semantics(r: Recipe) -> None:
          f"data.interpolation must be bicubic, bilinear or nearest, got {r.data.interpolation!r}")
     need(0.0 <= r.augment.randaugment_m < 10.0, f"augment.randaugment_m must be in [0, 10), got {r.augment.randaugment_m}")
     need(r.train.max_nan_steps >= 1, f"train.max_nan_steps must be at least 1, got {r.train.max_nan_steps}")
-    need(r.optim.param_groups in ("standard", "official_video"),
-         f"optim.param_groups must be standard or official_video, got {r.optim.param_groups!r}")
-    need(r.schedule.style in ("timm", "mmcv"), f"schedule.style must be timm or mmcv, got {r.schedule.style!r}")
+    need(r.optim.param_groups in ("standard", "official_video", "official_seg", "all"),
+         f"optim.param_groups must be standard, official_video, official_seg or all, got {r.optim.param_groups!r}")
+    need(r.optim.name in ("adamw", "sgd"), f"optim.name must be adamw or sgd, got {r.optim.name!r}")
+    need(r.schedule.style in ("timm", "mmcv", "poly"),
+         f"schedule.style must be timm, mmcv or poly, got {r.schedule.style!r}")
+    need(r.schedule.iters is None or r.schedule.iters >= 1, f"schedule.iters must be at least 1, got {r.schedule.iters}")
+    need(r.schedule.warmup_iters is None or r.schedule.warmup_iters >= 0,
+         f"schedule.warmup_iters must be at least 0, got {r.schedule.warmup_iters}")
+    need(r.task in ("classification", "segmentation"),
+         f"task must be classification or segmentation, got {r.task!r}")
+    need((r.task == "segmentation") == (r.data.kind == "segmentation"),
+         f"task {r.task} with data.kind={r.data.kind}: segmentation takes data.kind=segmentation and only it")
     d = r.data
     for key in ("clip_len", "frame_interval", "num_clips"):
         need(getattr(d, key) >= 1, f"data.{key} must be at least 1, got {getattr(d, key)}")
@@ -386,12 +450,27 @@ def _check_semantics(r: Recipe) -> None:
          f"data.frame_uniform samples one clip per video; set data.num_clips=1 (got {d.num_clips})")
     need(d.max_testing_views is None or d.max_testing_views >= 1,
          f"data.max_testing_views must be at least 1 or null, got {d.max_testing_views}")
+    need(d.layout in ("auto", "ade20k", "voc", "cityscapes", "pairs"),
+         f"data.layout must be auto, ade20k, voc, cityscapes or pairs, got {d.layout!r}")
+    need(d.test_mode in ("whole", "slide"), f"data.test_mode must be whole or slide, got {d.test_mode!r}")
+    need(0 < d.ratio_range[0] <= d.ratio_range[1], f"data.ratio_range must be (low, high) with 0 < low <= high, "
+                                                  f"got {d.ratio_range}")
+    need(0 < d.cat_max_ratio <= 1, f"data.cat_max_ratio must be in (0, 1], got {d.cat_max_ratio}")
+    need(len(d.test_ratios) >= 1 and min(d.test_ratios) > 0, f"data.test_ratios must be positive, got {d.test_ratios}")
+    for key in ("crop_size", "img_scale", "test_stride"):
+        need(getattr(d, key) is None or min(getattr(d, key)) >= 1, f"data.{key} must be positive, got {getattr(d, key)}")
+    need(0 <= d.ignore_index <= 255, f"data.ignore_index must be in 0..255 (label maps are 8-bit), got {d.ignore_index}")
+    need(r.loss.ce_weight >= 0 and r.loss.dice_weight >= 0 and r.loss.ce_weight + r.loss.dice_weight > 0,
+         f"loss.ce_weight and loss.dice_weight must be non-negative and not both 0, got {r.loss.ce_weight}, "
+         f"{r.loss.dice_weight}")
 
 
 def check_complete(recipe: Recipe) -> None:
     """Raise a ConfigError for the first key still set to ``???``."""
     for section in dataclasses.fields(recipe):
         part = getattr(recipe, section.name)
+        if not dataclasses.is_dataclass(part):  # task
+            continue
         for f in dataclasses.fields(part):
             if getattr(part, f.name) == MISSING:
                 key = f"{section.name}.{f.name}"

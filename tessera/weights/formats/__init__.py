@@ -70,4 +70,4 @@ def detect_format(state_dict: Mapping[str, torch.Tensor]) -> Format:
 
 
 # the foreign formats register themselves, ahead of the catch-all
-from . import hf, hf_cvt, hf_pvt, hf_pvt_v2, timm, torchvision  # noqa: E402,F401
+from . import hf, hf_cvt, hf_pvt, hf_pvt_v2, seg, timm, torchvision  # noqa: E402,F401
