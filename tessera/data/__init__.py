@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
 from .augment import ImageAugment, VideoAugment
+from .digit_scenes import DigitScenes
 from .digits import Digits
 from .images import BadSample, ImageDataset, ImageFolder
 from .mixup import Mixup
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from ..train.recipe import AugmentConfig, DataConfig
 
 __all__ = [
-    "BadSample", "DataKind", "Digits", "ImageAugment", "ImageDataset", "ImageFolder", "Mixup", "VideoAugment",
+    "BadSample", "DataKind", "DigitScenes", "Digits", "ImageAugment", "ImageDataset", "ImageFolder", "Mixup", "VideoAugment",
     "build_augment", "build_dataset", "data_kind", "register_data_kind", "split_root",
 ]
 
@@ -99,7 +100,7 @@ def build_augment(cfg: DataConfig, augment: AugmentConfig | None, mean: Sequence
 
 #: built-in image sets: ``name -> (split, size, transform, seed) -> data set``; a source
 #: ``name`` or ``name:split`` selects one (the split defaults to the role's)
-BUILTIN_IMAGE_SETS: dict[str, Callable[..., ImageDataset]] = {"digits": Digits}
+BUILTIN_IMAGE_SETS: dict[str, Callable[..., ImageDataset]] = {"digits": Digits, "digit_scenes": DigitScenes}
 
 
 def _image_transform(cfg: DataConfig, split: str):

@@ -1,0 +1,191 @@
+"""The pointing game (Zhang et al., 2016): does an explanation's peak fall on the evidence?
+
+For every image (and every frame of a clip), the explanation of the true class is computed
+and its maximum located; it is a hit when it lies inside the evidence's box (within
+``tolerance`` pixels). The figure is the fraction of hits.
+
+The built-in data knows where its evidence is:
+
+* digit scenes (:mod:`tessera.data.digit_scenes`) with one digit per scene: the class is
+  the digit and the evidence its box;
+* the moving digits (:mod:`tessera.data.moving_digits`): the digit's box in every frame,
+  known from its motion. The canvas wraps around, so the box of a digit crossing an edge is
+  split into up to four rectangles; the frame's crop may cut it further.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+from torch import nn
+
+from .inputs import Geometry, Prepared, prepare_clip, prepare_image
+
+#: a box ``(x0, y0, x1, y1)`` in pixels, ends exclusive
+Box = tuple[int, int, int, int]
+
+
+def wrapped_boxes(y: int, x: int, height: int, width: int, canvas: tuple[int, int]) -> list[Box]:
+    """The rectangles covered by a ``height x width`` box whose top-left corner is at
+    ``(y, x)`` on a canvas that wraps around (a box crossing an edge comes back at the
+    other): up to four pieces."""
+    ch, cw = canvas
+    y, x = y % ch, x % cw
+    rows = [(y, min(y + height, ch))] + ([(0, y + height - ch)] if y + height > ch else [])
+    cols = [(x, min(x + width, cw))] + ([(0, x + width - cw)] if x + width > cw else [])
+    return [(x0, y0, x1, y1) for y0, y1 in rows for x0, x1 in cols]
+
+
+def in_boxes(point: Sequence[int], boxes: Sequence[Box], tolerance: int = 0) -> bool:
+    """Whether pixel ``(y, x)`` lies in one of ``boxes`` (widened by ``tolerance`` pixels)."""
+    y, x = point
+    return any(x0 - tolerance <= x < x1 + tolerance and y0 - tolerance <= y < y1 + tolerance
+               for x0, y0, x1, y1 in boxes)
+
+
+def boxes_in_crop(boxes: Sequence[Box], geometry: Geometry, size: int) -> list[Box]:
+    """Source boxes as crop pixels (the parts inside the crop)."""
+    out = [geometry.box_to_crop(*b, size) for b in boxes]
+    return [b for b in out if b is not None]
+
+
+@dataclass
+class PointingResult:
+    """Hits per image (or frame), and how many of them were classified correctly."""
+
+    hits: list[bool] = field(default_factory=list)
+    correct: list[bool] = field(default_factory=list)
+    unit: str = "image"
+
+    @property
+    def accuracy(self) -> float:
+        """The pointing-game figure: hits in percent."""
+        return 100.0 * sum(self.hits) / max(len(self.hits), 1)
+
+    @property
+    def top1(self) -> float:
+        return 100.0 * sum(self.correct) / max(len(self.correct), 1)
+
+    def __str__(self) -> str:
+        return (f"pointing game: {self.accuracy:.1f} % of {len(self.hits)} held-out {self.unit}s "
+                f"({sum(self.hits)} peaks on the {'digit' if self.unit != 'frame' else 'moving digit'})")
+
+
+Explainer = Callable[[nn.Module, torch.Tensor, torch.Tensor], "object"]
+
+
+def _cam(method: str, layer: str | None) -> Explainer:
+    from .cam import grad_cam
+
+    return lambda model, x, target: grad_cam(model, x, target=target, layer=layer, method=method)
+
+
+def pointing_game_images(model: nn.Module, info: dict, samples: Sequence[tuple[Image.Image, int, Sequence[Box]]],
+                         method: str = "gradcam", layer: str | None = None, tolerance: int = 0,
+                         batch_size: int = 32) -> PointingResult:
+    """The pointing game on images: ``samples`` are ``(image, class, evidence boxes in the
+    image's pixels)``; each image is cut as the model's evaluation and explained for its
+    class."""
+    explain = _cam(method, layer)
+    result = PointingResult(unit="image")
+    device = next(model.parameters()).device
+    for start in range(0, len(samples), batch_size):
+        part = samples[start : start + batch_size]
+        prepared = [prepare_image(img, info) for img, _, _ in part]
+        x = torch.cat([p.tensor for p in prepared]).to(device)
+        labels = torch.tensor([label for _, label, _ in part])
+        out = explain(model, x, labels.to(device))
+        peaks = out.peaks().cpu().tolist()
+        predicted = out.probs.argmax(1).cpu()
+        size = x.shape[-1]
+        for p, (_, label, boxes), peak, guess in zip(prepared, part, peaks, predicted.tolist()):
+            result.hits.append(in_boxes(peak, boxes_in_crop(boxes, p.geometry, size), tolerance))
+            result.correct.append(guess == label)
+    return result
+
+
+def pointing_game_clips(model: nn.Module, info: dict, samples: Sequence[tuple[object, int, Callable[[int], Sequence[Box]]]],
+                        method: str = "gradcam", layer: str | None = None, tolerance: int = 0,
+                        batch_size: int = 16) -> PointingResult:
+    """The pointing game on the frames of videos: ``samples`` are ``(frame source, class,
+    frame index -> evidence boxes in that frame's pixels)``; each video gives the clip of the
+    model's validation, explained for its class, and every frame of the clip counts where
+    some evidence is in the crop."""
+    explain = _cam(method, layer)
+    result = PointingResult(unit="frame")
+    device = next(model.parameters()).device
+    for start in range(0, len(samples), batch_size):
+        part = samples[start : start + batch_size]
+        prepared: list[Prepared] = [prepare_clip(source, info) for source, _, _ in part]
+        x = torch.cat([p.tensor for p in prepared]).to(device)
+        labels = torch.tensor([label for _, label, _ in part])
+        out = explain(model, x, labels.to(device))
+        predicted = out.probs.argmax(1).cpu().tolist()
+        size = x.shape[-1]
+        for i, (p, (_, label, boxes_of)) in enumerate(zip(prepared, part)):
+            for t, frame in enumerate(p.frames):
+                boxes = boxes_in_crop(boxes_of(frame), p.geometry, size)
+                if not boxes:  # the digit is outside the crop: no evidence in this frame
+                    continue
+                peak = torch.unravel_index(out.maps[i, t].argmax(), out.maps.shape[2:])
+                result.hits.append(in_boxes([int(c) for c in peak], boxes, tolerance))
+                result.correct.append(predicted[i] == label)
+    return result
+
+
+# ---------------------------------------------------------------------------------------
+# The built-in data
+# ---------------------------------------------------------------------------------------
+
+
+def digit_scene_samples(scenes) -> list[tuple[Image.Image, int, list[Box]]]:
+    """``(image, class, [box])`` of one-digit scenes (:func:`tessera.data.digit_scenes.make_scenes`)."""
+    from ..data.digit_scenes import render_scene
+
+    out = []
+    for scene in scenes:
+        if len(scene.digits) != 1:
+            raise ValueError(f"a scene for the pointing game holds one digit, not {len(scene.digits)}")
+        image, _ = render_scene(scene)
+        digit = scene.digits[0]
+        out.append((Image.fromarray(image), digit.label, [digit.box]))
+    return out
+
+
+def moving_digit_samples(motions) -> list[tuple[object, int, Callable[[int], list[Box]]]]:
+    """``(frames, class, frame -> boxes)`` of moving digits (:class:`tessera.data.moving_digits.Motion`):
+    the digit's square in frame ``t`` starts at its start position moved ``t`` steps, on the
+    wrapping canvas."""
+    from ..data.moving_digits import CLASSES, DIGIT_SIZE, DIRECTIONS, HEIGHT, SPEED, WIDTH, render
+    from ..data.video.io import FrameArray
+
+    out = []
+    for m in motions:
+        dy, dx = DIRECTIONS[CLASSES[m.label]]
+
+        def boxes(t: int, m=m, dy=dy, dx=dx) -> list[Box]:
+            return wrapped_boxes(m.y0 + SPEED * dy * t, m.x0 + SPEED * dx * t, DIGIT_SIZE, DIGIT_SIZE, (HEIGHT, WIDTH))
+
+        out.append((FrameArray(render(m)), m.label, boxes))
+    return out
+
+
+def scenes_pointing_game(model: nn.Module, info: dict, split: str = "test", count: int | None = None,
+                         **kwargs) -> PointingResult:
+    """The pointing game on the built-in one-digit scenes of ``split`` (the set the
+    ``digit_scenes`` data gives for it)."""
+    from ..data.digit_scenes import scene_split
+
+    return pointing_game_images(model, info, digit_scene_samples(scene_split(split, count)), **kwargs)
+
+
+def moving_digits_pointing_game(model: nn.Module, info: dict, split: str = "test", per_class: int | None = None,
+                                **kwargs) -> PointingResult:
+    """The pointing game on every frame of the built-in moving digits of ``split``."""
+    from ..data.moving_digits import moving_digits_split
+
+    return pointing_game_clips(model, info, moving_digit_samples(moving_digits_split(split, per_class)), **kwargs)
+
