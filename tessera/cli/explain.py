@@ -24,16 +24,19 @@ import json
 import sys
 from pathlib import Path
 
+from . import count
+
 METHODS = ("gradcam", "gradcam++", "rollout", "attention")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="Grad-CAM, attention rollout and window attention of images and videos",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("files", nargs="+", metavar="FILE", help="images, or videos (files or frame folders)")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="images, or videos (files or frame folders); KEY=VALUE items are constructor arguments for "
+                        "--model")
     p.add_argument("--checkpoint", help="a run directory, weights file or directory, or checkpoint (with --model)")
     p.add_argument("--model", help="the registered model to build (its weights from --checkpoint, any format)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="constructor arguments for --model")
     p.add_argument("--method", choices=METHODS, default="gradcam")
     p.add_argument("--target", help="the class to explain, by name or index (default: the top-1)")
     p.add_argument("--layer", help="the CAM's layer, e.g. layers.-1.blocks.-1.norm2 (default: the family's)")
@@ -45,10 +48,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean", help="rollout: over the heads")
     p.add_argument("--discard-ratio", type=float, default=0.0, help="rollout: fraction of the weakest weights dropped")
     p.add_argument("--animation", choices=("gif", "mp4"), default="gif", help="video: the animation's format")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--img-size", type=count(1), help="the input's side (default: the run's, or the model's own)")
+    size.add_argument("--clip", help="video: frames and side of the clip, T,S (default: the run's, or the model's)")
     p.add_argument("--output", "-o", default="explanations", help="the folder of the pictures (default: explanations)")
     p.add_argument("--json", action="store_true", help="one JSON object per line and file")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, overrides=[])
+
+
+def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
+    """``(files, KEY=VALUE arguments)``: an item is an argument when it looks like one and no
+    such file exists."""
+    import re
+
+    files, overrides = [], []
+    for item in items:
+        is_argument = re.match(r"^[A-Za-z_]\w*=", item) and not Path(item).exists()
+        (overrides if is_argument else files).append(item)
+    return files, overrides
 
 
 def load_model_source(checkpoint: str | None, model_name: str | None, overrides: list[str], device):
@@ -103,6 +121,23 @@ def parse_query(text: str | None) -> tuple[int, ...] | None:
     return tuple(reversed(values[:2])) if len(values) == 2 else (values[2], values[1], values[0])
 
 
+def video_model(info: dict) -> bool:
+    return info["data"].get("kind") == "video"
+
+
+def parse_clip(text: str) -> tuple[int, int]:
+    """``T,S`` -> ``(T, S)``: frames per clip and the crop's side."""
+    from ..errors import ConfigError
+
+    try:
+        t, side = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--clip {text!r}: expected T,S (frames, side)") from None
+    if t < 1 or side < 1:
+        raise ConfigError(f"--clip {text!r}: expected positive sizes")
+    return t, side
+
+
 def run(args: argparse.Namespace) -> int:
     from ..data.images import error_reason
     from ..data.video.io import READ_ERRORS
@@ -111,13 +146,22 @@ def run(args: argparse.Namespace) -> int:
     from ..explain.targets import ExplainError
     from ..train import distributed
 
-    model, info = load_model_source(args.checkpoint, args.model, args.overrides,
+    files, overrides = split_overrides(args.files)
+    model, info = load_model_source(args.checkpoint, args.model, [*overrides, *args.overrides],
                                     distributed.resolve_device(args.device))
+    if args.img_size is not None:
+        info["data"]["img_size"] = args.img_size
+    if args.clip is not None:
+        if not video_model(info):
+            raise ConfigError("--clip is for video models; give --img-size")
+        info["data"]["clip_len"], info["data"]["img_size"] = parse_clip(args.clip)
     settings = ExplainSettings(args.method, args.target, args.layer, args.stage, args.block, args.head,
                                parse_query(args.query), args.head_fusion, args.discard_ratio, args.animation)
-    video = info["data"].get("kind") == "video"
+    video = video_model(info)
     failed = 0
-    for path in args.files:
+    if not files:
+        raise ConfigError("no FILE to explain")
+    for path in files:
         try:
             record = explain_file(model, info, path, args.output, settings)
         except (ExplainError, ConfigError):

@@ -106,17 +106,19 @@ def strip_figure(frames: np.ndarray, heat: np.ndarray, title: str, frame_labels:
 def animation_frames(frames: np.ndarray, heat: np.ndarray, title: str, frame_labels: Sequence[str],
                      size: float = 3.2) -> np.ndarray:
     """One picture per frame (the heat map over it, the title and frame label, a colour
-    scale): ``uint8 (T, H', W', 3)``."""
+    scale): ``uint8 (T, H', W', 3)``. One figure is drawn and its image replaced frame by frame."""
+    fig = Figure(figsize=(size + 0.9, size + 0.5))
+    ax = fig.subplots()
+    image = ax.imshow(np.clip(blend(frames[0], heat[0]), 0, 1), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    caption = ax.set_title(f"{title}\n{frame_labels[0]}", fontsize=7)
+    _colour_bar(fig, ax, "relevance")
+    fig.tight_layout()
     out = []
     for i in range(len(frames)):
-        fig = Figure(figsize=(size + 0.9, size + 0.5))
-        ax = fig.subplots()
-        ax.imshow(np.clip(blend(frames[i], heat[i]), 0, 1), interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(f"{title}\n{frame_labels[i]}", fontsize=7)
-        _colour_bar(fig, ax, "relevance")
-        fig.tight_layout()
+        image.set_data(np.clip(blend(frames[i], heat[i]), 0, 1))
+        caption.set_text(f"{title}\n{frame_labels[i]}")
         out.append(figure_pixels(fig))
     return np.stack(out)
 

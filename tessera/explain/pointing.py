@@ -74,7 +74,8 @@ class PointingResult:
                 f"({sum(self.hits)} peaks on the {'digit' if self.unit != 'frame' else 'moving digit'})")
 
 
-Explainer = Callable[[nn.Module, torch.Tensor, torch.Tensor], "object"]
+#: ``(model, input, targets) -> Explanation``: what the game scores (default Grad-CAM)
+Explainer = Callable[[nn.Module, torch.Tensor, torch.Tensor], object]
 
 
 def _cam(method: str, layer: str | None) -> Explainer:
@@ -83,15 +84,19 @@ def _cam(method: str, layer: str | None) -> Explainer:
     return lambda model, x, target: grad_cam(model, x, target=target, layer=layer, method=method)
 
 
+def _device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def pointing_game_images(model: nn.Module, info: dict, samples: Sequence[tuple[Image.Image, int, Sequence[Box]]],
                          method: str = "gradcam", layer: str | None = None, tolerance: int = 0,
-                         batch_size: int = 32) -> PointingResult:
+                         batch_size: int = 32, explain: Explainer | None = None) -> PointingResult:
     """The pointing game on images: ``samples`` are ``(image, class, evidence boxes in the
     image's pixels)``; each image is cut as the model's evaluation and explained for its
-    class."""
-    explain = _cam(method, layer)
+    class (by ``explain``, default Grad-CAM with ``method`` at ``layer``)."""
+    explain = explain or _cam(method, layer)
     result = PointingResult(unit="image")
-    device = next(model.parameters()).device
+    device = _device(model)
     for start in range(0, len(samples), batch_size):
         part = samples[start : start + batch_size]
         prepared = [prepare_image(img, info) for img, _, _ in part]
@@ -109,14 +114,14 @@ def pointing_game_images(model: nn.Module, info: dict, samples: Sequence[tuple[I
 
 def pointing_game_clips(model: nn.Module, info: dict, samples: Sequence[tuple[object, int, Callable[[int], Sequence[Box]]]],
                         method: str = "gradcam", layer: str | None = None, tolerance: int = 0,
-                        batch_size: int = 16) -> PointingResult:
+                        batch_size: int = 16, explain: Explainer | None = None) -> PointingResult:
     """The pointing game on the frames of videos: ``samples`` are ``(frame source, class,
     frame index -> evidence boxes in that frame's pixels)``; each video gives the clip of the
     model's validation, explained for its class, and every frame of the clip counts where
     some evidence is in the crop."""
-    explain = _cam(method, layer)
+    explain = explain or _cam(method, layer)
     result = PointingResult(unit="frame")
-    device = next(model.parameters()).device
+    device = _device(model)
     for start in range(0, len(samples), batch_size):
         part = samples[start : start + batch_size]
         prepared: list[Prepared] = [prepare_clip(source, info) for source, _, _ in part]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from matplotlib.collections import LineCollection
 from matplotlib.colors import ListedColormap, to_hex, to_rgb
 from matplotlib.patches import Rectangle
 from matplotlib.figure import Figure
@@ -203,11 +204,10 @@ def _canvas(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _grid_lines(ax, size, step, colour, width, offset=(0, 0)) -> None:
-    """Lines every ``step`` pixels over a ``size`` canvas, starting at ``offset``."""
-    for y in np.arange(offset[0] % step[0], size[0] + 1, step[0]):
-        ax.axhline(y, color=colour, linewidth=width)
-    for x in np.arange(offset[1] % step[1], size[1] + 1, step[1]):
-        ax.axvline(x, color=colour, linewidth=width)
+    """Lines every ``step`` pixels over a ``size`` canvas, starting at ``offset`` (one collection)."""
+    segments = [((0, y), (size[1], y)) for y in np.arange(offset[0] % step[0], size[0] + 1, step[0])]
+    segments += [((x, 0), (x, size[0])) for x in np.arange(offset[1] % step[1], size[1] + 1, step[1])]
+    ax.add_collection(LineCollection(segments, colors=colour, linewidths=width))
 
 
 def _numbers(ax, tokens: torch.Tensor, stride, size_limit: int = 16) -> None:
@@ -245,21 +245,21 @@ def _hatch_padding(ax, image_size, size) -> None:
 
 
 def _outline(ax, member: np.ndarray, stride, colour="white", width=2.0) -> None:
-    """Outline the tokens of a boolean ``(h, w)`` set (edges between members and the rest)."""
-    h, w = member.shape
+    """Outline the tokens of a boolean ``(h, w)`` set: the edges between members and the rest."""
     sy, sx = stride
-    for i in range(h):
-        for j in range(w):
-            if not member[i, j]:
-                continue
-            if i == 0 or not member[i - 1, j]:
-                ax.plot([j * sx, (j + 1) * sx], [i * sy, i * sy], color=colour, linewidth=width)
-            if i == h - 1 or not member[i + 1, j]:
-                ax.plot([j * sx, (j + 1) * sx], [(i + 1) * sy, (i + 1) * sy], color=colour, linewidth=width)
-            if j == 0 or not member[i, j - 1]:
-                ax.plot([j * sx, j * sx], [i * sy, (i + 1) * sy], color=colour, linewidth=width)
-            if j == w - 1 or not member[i, j + 1]:
-                ax.plot([(j + 1) * sx, (j + 1) * sx], [i * sy, (i + 1) * sy], color=colour, linewidth=width)
+    inside = np.pad(member, 1)
+    segments = []
+    ys, xs = np.nonzero(member)
+    for i, j in zip(ys.tolist(), xs.tolist()):
+        if not inside[i, j + 1]:  # above
+            segments.append(((j * sx, i * sy), ((j + 1) * sx, i * sy)))
+        if not inside[i + 2, j + 1]:  # below
+            segments.append(((j * sx, (i + 1) * sy), ((j + 1) * sx, (i + 1) * sy)))
+        if not inside[i + 1, j]:  # left
+            segments.append(((j * sx, i * sy), (j * sx, (i + 1) * sy)))
+        if not inside[i + 1, j + 2]:  # right
+            segments.append((((j + 1) * sx, i * sy), ((j + 1) * sx, (i + 1) * sy)))
+    ax.add_collection(LineCollection(segments, colors=colour, linewidths=width))
 
 
 def _setup(ax, size, title: str, label: str) -> None:
