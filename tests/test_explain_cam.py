@@ -55,7 +55,8 @@ def snapshot(model: nn.Module):
     return (
         {k: v.clone() for k, v in model.state_dict().items()},
         [m.training for m in model.modules()],
-        [(m.__dict__.get("fused"), m.__dict__.get("fast_path")) for m in model.modules()],
+        [(m.__dict__.get("fused"), m.__dict__.get("fast_path"), m.__dict__.get("grad_checkpointing"))
+         for m in model.modules()],
     )
 
 
@@ -109,6 +110,7 @@ def test_cam_does_not_depend_on_the_batch(name, args, shape):
 def test_explanations_leave_the_model_as_it_was():
     model = build("swin_t", SWIN)
     model.layers[0].blocks[0].train()  # a mixed mode, restored module by module
+    model.set_grad_checkpointing(True)  # would run the layer's hook again in the backward pass
     for p in model.parameters():
         p.grad = None
     weights, modes, switches = snapshot(model)

@@ -14,6 +14,7 @@ from tessera.explain.cam import Explanation
 from tessera.explain.inputs import Geometry, prepare_clip, prepare_image
 from tessera.explain.pointing import (
     PointingResult,
+    box_distance,
     boxes_in_crop,
     digit_scene_samples,
     in_boxes,
@@ -35,6 +36,7 @@ def test_wrapped_boxes_split_at_the_edges():
     assert canvas.sum() == 256
     assert in_boxes((31, 39), boxes) and in_boxes((0, 0), boxes) and not in_boxes((10, 10), boxes)
     assert in_boxes((19, 29), boxes, tolerance=1) and not in_boxes((19, 29), boxes)
+    assert box_distance((19, 27), boxes) == 3 and box_distance((0, 0), boxes) == 0
 
 
 def test_geometry_maps_crop_and_source():
@@ -98,6 +100,12 @@ def test_pointing_game_counts_hits_in_the_evaluation_crop():
         x0, y0, x1, y1 = (2 * v for v in box)
         canvas[y0 + 4 : y1 - 4, x0 + 4 : x1 - 4] = 255
         made.append((Image.fromarray(canvas), label, [(x0, y0, x1, y1)]))
+    # and one whose bright square lies in the corner farthest from its box
+    _, label, (box,) = samples[0]
+    canvas = np.zeros((128, 128, 3), np.uint8)
+    far = 0 if box[0] + box[2] > 64 else 120
+    canvas[far : far + 8, far : far + 8] = 255
+    made.append((Image.fromarray(canvas), label, [tuple(2 * v for v in box)]))
     info = {"data": {"img_size": 64, "crop_pct": 1.0, "interpolation": "bilinear", "mean": [0, 0, 0],
                      "std": [1, 1, 1]}, "classes": [str(i) for i in range(10)]}
 
@@ -106,5 +114,8 @@ def test_pointing_game_counts_hits_in_the_evaluation_crop():
         return Explanation(maps, maps, target, torch.full((len(x), 10), 0.1), "brightness", "input")
 
     result = pointing_game_images(torch.nn.Identity(), info, made, explain=brightness)
-    assert isinstance(result, PointingResult) and result.accuracy == 100.0 and len(result.hits) == 6
+    assert isinstance(result, PointingResult) and len(result.distances) == 7
+    assert result.distances[:6] == [0] * 6 and result.distances[6] > 4
+    assert result.hits(0) == 6 and result.tolerance == 4  # 15 px at 224 is 4 at 64
+    assert result.accuracy() == pytest.approx(600 / 7)
     assert prepare_image(made[0][0], info).pixels.shape == (64, 64, 3)

@@ -84,8 +84,9 @@ def pointing_game(model, info, video: bool, out: Path):
     layer = default_layer(model, size)
     result = (moving_digits_pointing_game if video else scenes_pointing_game)(model, info, "test")
     write_text_atomic(out / "pointing.json", json.dumps(
-        {"method": "gradcam", "layer": layer, "unit": result.unit, "count": len(result.hits),
-         "hits": sum(result.hits), "pointing_game": result.accuracy}, indent=2) + "\n")
+        {"method": "gradcam", "layer": layer, "unit": result.unit, "count": len(result.distances),
+         "tolerance": result.tolerance, "pointing_game": result.accuracy(), "hits": result.hits(),
+         "inside_the_box": result.accuracy(0), "hits_inside": result.hits(0), "top1": result.top1}, indent=2) + "\n")
     return result, layer
 
 
@@ -135,8 +136,9 @@ def run(args: argparse.Namespace) -> int:
         evaluate = "digit_scenes"
         evidence = "the digit's box"
     result, layer = pointing_game(model, info, args.video, out)
-    print(f"pointing game: the Grad-CAM peak ({layer}) falls in {evidence} for {result.accuracy:.1f} % of "
-          f"{len(result.hits)} held-out {result.unit}s ({out / 'pointing.json'})")
+    print(f"pointing game: the Grad-CAM peak ({layer}) falls within {result.tolerance} px of {evidence} "
+          f"(15 px at 224) for {result.accuracy():.1f} % of {len(result.distances)} held-out {result.unit}s, "
+          f"inside it for {result.accuracy(0):.1f} % ({out / 'pointing.json'})")
     for (path, truth), top in zip(samples, predictions):
         guesses = ", ".join(f"{c} ({p:.2f})" for c, p in top)
         print(f"  {path}: true {truth}, predicted {guesses}")

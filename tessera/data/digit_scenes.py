@@ -157,6 +157,9 @@ def render_scene(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
 
 #: scenes per split of the classification set
 SCENES_PER_SPLIT = {"train": 2500, "val": 300, "test": 600}
+#: digit sides per split: training also shows larger digits, which a model learns to tell
+#: apart first; validation and test keep the scenes' own 14 to 28 pixels
+SCENE_DIGIT_SIZES = {"train": (14, 44), "val": (14, 28), "test": (14, 28)}
 #: the canvas of the classification set's scenes
 SCENE_SIZE = 64
 
@@ -167,7 +170,7 @@ def scene_split(split: str, count: int | None = None) -> list[Scene]:
     if split not in SPLITS:
         raise DataError(f"digit_scenes has the splits {', '.join(SPLITS)}, not {split!r}")
     n = SCENES_PER_SPLIT[split] if count is None else count
-    return make_scenes(split, n, SCENE_SIZE, SCENE_SIZE, digits_per_scene=(1, 1))
+    return make_scenes(split, n, SCENE_SIZE, SCENE_SIZE, digits_per_scene=(1, 1), sizes=SCENE_DIGIT_SIZES[split])
 
 
 class DigitScenes(ImageDataset):

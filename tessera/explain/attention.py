@@ -38,6 +38,7 @@ class WindowAttentionMap:
         head: the head shown (``None``: the mean over the heads).
         stride: input pixels per token, per axis.
         plan: the stage's window plan (grid, padded grid, clamped window, shift).
+        stage, block: the block's place.
         shifted: whether the block shifts its windows.
         layer: the attention module's name.
         target, probs: the model's top-1 class (or the one asked for) and its softmax.
@@ -53,6 +54,8 @@ class WindowAttentionMap:
     head: int | None
     stride: tuple[int, ...]
     plan: WindowPlan
+    stage: int
+    block: int
     shifted: bool
     layer: str
     target: torch.Tensor
@@ -165,6 +168,6 @@ def window_attention(
         maps = maps.repeat_interleave(s, dim=axis + 1)
     maps = maps[(slice(None), *[slice(0, s) for s in size])]
     return WindowAttentionMap(
-        maps, weights, member.view(plan.padded)[crop[1:]], token, query, window, slot, head, stride, plan, shifted,
-        name, _targets(logits, target), logits.float().softmax(1),
+        maps, weights, member.view(plan.padded)[crop[1:]], token, query, window, slot, head, stride, plan, stage,
+        block, shifted, name, _targets(logits, target), logits.float().softmax(1),
     )

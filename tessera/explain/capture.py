@@ -47,14 +47,22 @@ def reference_path(model: nn.Module) -> Iterator[nn.Module]:
 @contextlib.contextmanager
 def evaluation(model: nn.Module) -> Iterator[nn.Module]:
     """``model`` in eval mode inside the block (dropout off, BatchNorm on its running
-    statistics, which are then never updated); each module's own mode is restored after."""
+    statistics, which are then never updated) and without gradient checkpointing (which would
+    run a layer's hooks again in the backward pass); each module's own settings are restored
+    after."""
     modes = [(m, m.training) for m in model.modules()]
+    checkpointing = [(m, m.__dict__["grad_checkpointing"]) for m in model.modules()
+                     if isinstance(m.__dict__.get("grad_checkpointing"), bool)]
     model.eval()
+    for module, _ in checkpointing:
+        module.grad_checkpointing = False
     try:
         yield model
     finally:
         for module, mode in modes:
             module.training = mode
+        for module, value in checkpointing:
+            module.grad_checkpointing = value
 
 
 def attention_modules(model: nn.Module) -> dict[nn.Module, str]:

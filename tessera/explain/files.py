@@ -94,7 +94,7 @@ def _maps_and_title(result, settings: ExplainSettings, classes: list[str]) -> tu
     maps = maps / maps.max().clamp_min(1e-12)
     if settings.method == "attention":
         head = "mean of the heads" if result.head is None else f"head {result.head}"
-        where = f"stage {result.layer.split('.')[1]}, block {result.layer.split('.')[3]}, {head}"
+        where = f"stage {result.stage}, block {result.block}, {head}"
         what = f"window attention of the query at {tuple(result.query_pixel)} ({where})"
     else:
         what = f"{METHOD_NAMES[settings.method]} at {result.layer}"
