@@ -57,7 +57,7 @@ def test_moving_digit_boxes_hold_all_ink_of_the_clip():
     wrapped = 0
     for source, label, boxes_of in moving_digit_samples(moving_digits_split("val", 2)):
         clip = prepare_clip(source, info)
-        assert clip.pixels.shape == (8, 32, 32, 3) and clip.frames == [4, 6, 8, 10, 12, 14, 16, 18]
+        assert clip.pixels.shape == (8, 32, 32, 3) and clip.frames == list(range(8, 16))  # the middle clip
         for t, frame in enumerate(clip.frames):
             boxes = boxes_in_crop(boxes_of(frame), clip.geometry, 32)
             wrapped += len(boxes_of(frame)) > 1
