@@ -69,41 +69,26 @@ def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
     return files, overrides
 
 
-def load_model_source(checkpoint: str | None, model_name: str | None, overrides: list[str], device):
-    """The model of a ``--checkpoint SOURCE`` (and ``--model NAME``) and its run information
-    (classes, preprocessing): ``(model in eval mode, info)``.
+def load_model_source(checkpoint: str | None, model_name: str | None, overrides: list[str], device,
+                      load_weights: bool = True):
+    """The model of ``--model`` / ``--checkpoint`` (any source the other commands take,
+    :func:`tessera.weights.resolve.resolve_model`) and its run information (classes,
+    preprocessing): ``(model in eval mode, info)``.
 
-    * a run directory or weights file of ``tessera train``: the model and information it holds;
-    * a weights directory (``config.json`` + ``model.safetensors``): :func:`tessera.from_pretrained`;
-    * ``--model NAME`` (``KEY=VALUE`` arguments) with any checkpoint tessera reads, or without
-      one (random weights); a registered name as SOURCE is the same as ``--model NAME``.
-
-    Models without run information are preprocessed by their ``default_cfg`` and their
-    classes named by index."""
+    A bare registered name means its published default weights, as in ``tessera predict``,
+    unless ``KEY=VALUE`` constructor arguments are given: then that architecture is built,
+    with random weights unless ``--checkpoint`` holds some."""
     from ..errors import ConfigError
-    from ..explain.inputs import model_info
-    from ..registry import create_model, is_model
-    from ..train.checkpoint import load_trained_model
-    from ..weights import from_pretrained, load_checkpoint
-    from ..weights.io import CONFIG_NAME
+    from ..weights.resolve import resolve_model
     from .convert import parse_overrides
 
+    if model_name is None and checkpoint is None:
+        raise ConfigError("give --checkpoint SOURCE (a run directory, weights file or directory, NAME.TAG) or "
+                          "--model NAME")
     args = parse_overrides(overrides)
-    if model_name is None and checkpoint is not None and not Path(checkpoint).exists() and is_model(checkpoint):
-        model_name, checkpoint = checkpoint, None
-    if model_name is not None:
-        model = create_model(model_name, **args)
-        if checkpoint is not None:
-            load_checkpoint(model, checkpoint, verbose=False)
-        return model.to(device).eval(), model_info(model)
-    if checkpoint is None:
-        raise ConfigError("give --checkpoint SOURCE (a run directory, a weights file or directory) or --model NAME")
-    if args:
-        raise ConfigError(f"KEY=VALUE arguments ({' '.join(overrides)}) go with --model NAME")
-    if Path(checkpoint).is_dir() and (Path(checkpoint) / CONFIG_NAME).is_file():
-        model = from_pretrained(checkpoint)
-        return model.to(device).eval(), model_info(model)
-    return load_trained_model(checkpoint, device)
+    resolved = resolve_model(model_name, checkpoint, load_weights=load_weights, default_tag=load_weights and not args,
+                             device=device, verbose=False, **args)
+    return resolved.model.eval(), resolved.run_info()
 
 
 def parse_query(text: str | None) -> tuple[int, ...] | None:

@@ -48,10 +48,11 @@ def load_input(path: str, size: tuple[int, ...]):
     import numpy as np
     from PIL import Image
 
+    from ..data.images import read_image
+
     if len(size) == 2:
-        with Image.open(path) as img:
-            img = img.convert("RGB").resize((size[1], size[0]), Image.Resampling.BICUBIC)
-            return np.asarray(img, dtype=np.float32) / 255.0
+        img = read_image(path).resize((size[1], size[0]), Image.Resampling.BICUBIC)
+        return np.asarray(img, dtype=np.float32) / 255.0
     from ..data.video import open_video
     from ..data.video.io import resize_frames
 
@@ -66,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from ..explain.windows import draw_windows, window_layout
     from .explain import load_model_source
 
-    model, _ = load_model_source(args.checkpoint, args.model, args.overrides, "cpu")
+    # the drawings need the architecture and its size rule only, never the weights
+    model, _ = load_model_source(args.checkpoint, args.model, args.overrides, "cpu", load_weights=False)
     video = getattr(model, "ndim", 2) == 3
     default = tuple(int(s) for s in model.default_cfg["input_size"][1:])
     if args.clip is not None:

@@ -67,12 +67,13 @@ class WindowAttentionMap:
 
 
 def swin_stage_grid(model: nn.Module, input_size: Sequence[int], stage: int) -> tuple[int, ...]:
-    """The token grid of ``stage`` for an input of ``input_size`` (``(H, W)`` or ``(T, H, W)``):
-    the patch grid (padded up), halved in space (rounded up) by each merging before it."""
-    grid = [-(-s // p) for s, p in zip(input_size, model.patch_size)]
-    for _ in range(stage):
-        grid[-2:] = [-(-g // 2) for g in grid[-2:]]
-    return tuple(grid)
+    """The token grid of ``stage`` for an input of ``input_size`` (``(H, W)`` or ``(T, H, W)``),
+    by the model's own size rule: the patch grid (padded up or cropped, as its patch embedding
+    does), halved in space (rounded up) by each merging before it."""
+    from ..layers.windows import size_rule
+
+    rule = size_rule(getattr(model.layers[stage], "size_rule", "official"))
+    return rule.stage_grids(input_size, model.patch_size, stage + 1)[stage]
 
 
 def swin_stride(model: nn.Module, stage: int) -> tuple[int, ...]:

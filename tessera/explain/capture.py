@@ -1,15 +1,17 @@
 """Running a model for an explanation without changing it: its reference path, eval mode,
 and the attention probabilities of its blocks.
 
-Every explanation runs the model on its *reference path* (:func:`reference_path`): the
-plain, step-by-step computation that writes the attention probabilities out and keeps
-Swin's tokens in raster order. The fast kernels compute the same function (within 1e-5)
-but never hold the probabilities, and Swin's fast path keeps tokens in window order.
+Every explanation runs the model on its *reference path* (:func:`reference_path`, i.e.
+``tessera.backends.use("reference")``): the plain, step-by-step computation that holds the
+attention probabilities and keeps Swin's tokens in raster order. The backends' faster
+candidates compute the same function but never hold the probabilities (fused kernels), and
+Swin's ``window_order`` candidate keeps tokens in window order, bypassing the blocks' hooks.
 
 Attention is read with :func:`capture_attention`: while it is active, every softmax
-computed inside an attention module is recorded with the module's name. Nothing is left
-behind: the switches are restored, the module hooks removed and the function mode popped
-when the block ends, also on an error.
+computed inside an attention module is recorded with the module's name (a
+``TorchFunctionMode`` that is only pushed inside the block, so the normal path pays
+nothing). Nothing is left behind: the backend setting is restored, the module hooks removed
+and the function mode popped when the block ends, also on an error.
 """
 
 from __future__ import annotations
@@ -26,22 +28,15 @@ from torch.overrides import TorchFunctionMode
 
 @contextlib.contextmanager
 def reference_path(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` on its reference path inside the block: every attention writes its
-    scores and softmax out (``fused = False`` on attention modules), and Swin stages use
-    the official roll/partition code (``fast_path = False``). The previous settings are
-    restored afterwards."""
-    saved: list[tuple[nn.Module, str, bool]] = []
-    for module in model.modules():
-        for switch in ("fused", "fast_path"):
-            value = module.__dict__.get(switch)
-            if isinstance(value, bool):
-                saved.append((module, switch, value))
-                setattr(module, switch, False)
-    try:
+    """Run ``model`` on its reference path inside the block: every backend op runs its
+    plain-PyTorch reference (``tessera.backends.use("reference")``), so each attention
+    computes its scores and softmax step by step and Swin stages run each block's own
+    ``forward`` (the official roll/partition code, tokens in raster order). The previous
+    backend setting is restored afterwards; the model itself is not touched."""
+    from .. import backends
+
+    with backends.use("reference"):
         yield model
-    finally:
-        for module, switch, value in reversed(saved):
-            setattr(module, switch, value)
 
 
 @contextlib.contextmanager
@@ -126,7 +121,7 @@ class _SoftmaxRecorder(TorchFunctionMode):
 @contextlib.contextmanager
 def capture_attention(model: nn.Module) -> Iterator[AttentionCapture]:
     """Record the attention probabilities of every attention module of ``model`` while the
-    block runs. Use it together with :func:`reference_path` (the fused kernels compute no
+    block runs. Use it together with :func:`reference_path` (the faster backends compute no
     probabilities to record)::
 
         with reference_path(model), capture_attention(model) as captured:

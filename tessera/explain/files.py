@@ -107,8 +107,7 @@ def explain_file(model: nn.Module, info: dict, path: str | os.PathLike, out_dir:
     record ``tessera explain --json`` prints: ``file``, ``method``, ``layer``, ``class``,
     ``class_index``, ``score``, ``peak`` (``x``, ``y`` and for video ``t``: the file's pixel
     and frame) and ``outputs``."""
-    from PIL import Image
-
+    from ..data.images import read_image
     from ..data.video import open_video
 
     path = Path(path)
@@ -120,8 +119,7 @@ def explain_file(model: nn.Module, info: dict, path: str | os.PathLike, out_dir:
         with open_video(path, info["data"].get("interpolation", "bilinear")) as source:
             prepared = prepare_clip(source, info)
     else:
-        with Image.open(path) as img:
-            prepared = prepare_image(img, info)
+        prepared = prepare_image(read_image(path), info)
     result = explain_tensor(model, prepared.tensor.to(device), settings, target)
     maps, title, name = _maps_and_title(result, settings, classes)
     peak = [int(c) for c in torch.unravel_index(result.maps[0].argmax(), result.maps.shape[1:])]

@@ -8,7 +8,8 @@ file's pixel (and frame) coordinates.
 
 The preprocessing comes from a trained model's run information (``info["data"]``: size,
 crop, interpolation, normalisation, clip sampling), as :mod:`tessera.train.evaluation` uses
-it; :func:`model_info` makes the same for a model that has none from its ``default_cfg``.
+it; for any other model source :func:`tessera.weights.resolve.resolve_model` makes the same
+from its weights' data config (``ResolvedModel.run_info()``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 
 
 @dataclass(frozen=True)
@@ -60,20 +60,6 @@ class Prepared:
     pixels: np.ndarray
     geometry: Geometry
     frames: list[int] | None = None
-
-
-def model_info(model: nn.Module, classes: list[str] | None = None) -> dict:
-    """Run information for a model that was not trained by ``tessera train``: its
-    ``default_cfg`` preprocessing, and classes named by index unless given."""
-    cfg = model.default_cfg
-    size = cfg["input_size"]
-    video = getattr(model, "ndim", 2) == 3
-    data = {"kind": "video" if video else "image", "img_size": int(size[-1]), "crop_pct": cfg.get("crop_pct", 0.875),
-            "interpolation": cfg.get("interpolation", "bicubic"), "mean": list(cfg["mean"]), "std": list(cfg["std"])}
-    if video:
-        data.update(clip_len=int(size[1]), frame_interval=2, num_clips=1, num_crops=1)
-    names = classes or [str(i) for i in range(getattr(model, "num_classes", 0))]
-    return {"model": getattr(model, "model_name", None), "classes": names, "data": data}
 
 
 def _normalise(pixels: torch.Tensor, info: dict) -> torch.Tensor:

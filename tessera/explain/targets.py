@@ -8,7 +8,8 @@ A layer's output is one of three layouts:
   (class, distillation) are dropped and the ``N`` patch tokens put back on their grid.
 
 Each family has a default layer (:func:`default_layer`), following what is known to give
-localised maps: for Swin a block's ``norm2``, whose CAM is localised, where ``norm1`` gives
+localised maps: for Swin a block's ``norm2`` (for Swin V2, whose ``norm2`` normalises
+only the MLP branch, the block's output), whose CAM is localised, where ``norm1`` gives
 a background-heavy one (torchvision's Swin-T: 7x7 maps), in the last block of the last stage
 whose map is at least :data:`MIN_CAM_SIDE` tokens a side for the input (the last stage at the
 official sizes; an earlier one for small inputs, whose last stages are a few tokens
@@ -99,14 +100,20 @@ MIN_CAM_SIDE = 7
 
 
 def _swin_layer(model, input_size: Sequence[int]) -> str:
-    """The last block's ``norm2`` of the last stage whose map is at least MIN_CAM_SIDE a side."""
+    """The last block's ``norm2`` (Swin V2: the block's output) of the last stage whose map is
+    at least MIN_CAM_SIDE a side."""
     from .attention import swin_stage_grid
 
     stage = 0
     for i in range(len(model.layers)):
         if min(swin_stage_grid(model, input_size, i)[-2:]) >= MIN_CAM_SIDE:
             stage = i
-    return f"layers.{stage}.{_last(model.layers[stage], 'blocks')}.norm2"
+    block = _last(model.layers[stage], "blocks")
+    if getattr(model.layers[stage].blocks[-1], "post_norm", False):
+        # Swin V2's norm2 normalises the MLP branch only (x + norm2(mlp(x))): the block's
+        # output, the stream itself, is its counterpart of V1's normalised stream
+        return f"layers.{stage}.{block}"
+    return f"layers.{stage}.{block}.norm2"
 
 
 def _swin_stride(model, name: str) -> tuple[int, ...]:
