@@ -19,6 +19,7 @@ VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_cl
 # every image family, small: (name, arguments, input side)
 FAMILIES = [
     ("swin_t", SWIN, 32),
+    ("swinv2_t", SWIN, 32),
     ("vit_t_16", VIT, 32),
     ("deit_t_distilled", VIT, 32),
     ("deepvit_s", {**VIT, "embed_dim": 32, "depth": 3}, 32),
@@ -71,6 +72,13 @@ def test_cam_of_every_family_at_its_default_layer(name, args, side):
         assert out.raw.dim() == 3 and out.raw.shape[1] < side
         assert torch.equal(out.target, model(x).argmax(1))
         assert out.peaks().shape == (2, 2)
+
+
+def test_swin_v2_default_layer_is_the_last_blocks_output():
+    """Swin V2's norm2 normalises the MLP branch only: its stream is the block's output."""
+    model = build("swinv2_t", SWIN)
+    assert default_layer(model, (32, 32)) == "layers.0.blocks.1"
+    assert default_layer(build("swin_t", SWIN), (32, 32)) == "layers.0.blocks.1.norm2"
 
 
 def test_cam_is_the_definition_at_a_named_layer():

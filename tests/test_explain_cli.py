@@ -57,6 +57,28 @@ def test_explain_a_trained_run_prints_json_and_writes_the_picture(tmp_path, imag
     assert "scene.png: " in capsys.readouterr().out
 
 
+def test_explain_takes_the_sources_the_other_commands_take(tmp_path, image, capsys):
+    """A tessera weights directory (its classes and data config) and --model NAME with a
+    foreign-format checkpoint go through the one resolver, as in ``tessera predict``."""
+    from tessera.weights import save_pretrained
+
+    torch.manual_seed(0)
+    model = tessera.create_model("swin_t", embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=4, img_size=32,
+                                 num_classes=3)
+    directory = save_pretrained(model, tmp_path / "weights", classes=["ant", "bee", "cow"],
+                                data={"kind": "image", "img_size": 32, "crop_pct": 1.0, "interpolation": "bicubic",
+                                      "mean": [0.5] * 3, "std": [0.25] * 3})
+    assert main(["explain", "--checkpoint", str(directory), str(image), "--json", "-o", str(tmp_path / "o"),
+                 "--target", "bee"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["class"] == "bee" and record["layer"] == "layers.0.blocks.1.norm2"
+    torch.save({"model": model.state_dict()}, tmp_path / "plain.pth")
+    assert main(["explain", str(image), *SWIN_ARGS, "--model", "swin_t", "--checkpoint", str(tmp_path / "plain.pth"),
+                 "--json", "-o", str(tmp_path / "o"), "--target", "2"]) == 0
+    again = json.loads(capsys.readouterr().out)  # no class names with these weights: classes by index
+    assert again["class"] == "2" and again["class_index"] == 2 and again["layer"] == record["layer"]
+
+
 def test_explain_a_registered_model_on_a_video(tmp_path, capsys):
     video = tmp_path / "clip.mp4"
     write_video(video, np.random.default_rng(0).integers(0, 255, (12, 36, 44, 3), dtype=np.uint8))

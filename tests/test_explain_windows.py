@@ -143,3 +143,25 @@ def test_layout_errors_name_the_problem():
     layout = window_layout(model, (64, 64))
     with pytest.raises(ValueError, match="window 99 out of range"):
         draw_windows(layout, np.zeros((64, 64, 3), np.float32), window=99)
+
+
+@pytest.mark.parametrize("rule", ["official", "torchvision", "timm"])
+def test_layout_follows_the_models_size_rule(rule):
+    """The drawn grid and plan are the ones the model's stages run with: an input that is no
+    multiple of the patch (pixels padded or cropped by the rule) and grids that are no
+    multiple of the window (windows padded, clamped or shrunk by the rule)."""
+    model = tessera.create_model("swin_t", embed_dim=16, depths=(2, 2, 2), num_heads=(1, 1, 1), window_size=4,
+                                 img_size=64, num_classes=3, size_rule=rule).eval()
+    seen = []
+    hooks = [layer.register_forward_pre_hook(lambda m, a: seen.append(tuple(a[0].shape[1:-1])))
+             for layer in model.layers]
+    with tessera.backends.use("reference"), torch.no_grad():
+        model(torch.randn(1, 3, 38, 45))
+    for h in hooks:
+        h.remove()
+    for stage, grid in enumerate(seen):
+        layout = window_layout(model, (38, 45), stage, 1)
+        plan = model.layers[stage].plan(grid, torch.device("cpu"))
+        assert layout.grid == grid and layout.plan is plan
+        assert (layout.padded, layout.window, layout.shift) == (plan.padded, plan.window,
+                                                                plan.shift if layout.shifted else (0, 0))
