@@ -136,9 +136,9 @@ def run(args: argparse.Namespace) -> int:
         evaluate = "digit_scenes"
         evidence = "the digit's box"
     result, layer = pointing_game(model, info, args.video, out)
-    print(f"pointing game: the Grad-CAM peak ({layer}) falls within {result.tolerance} px of {evidence} "
-          f"(15 px at 224) for {result.accuracy():.1f} % of {len(result.distances)} held-out {result.unit}s, "
-          f"inside it for {result.accuracy(0):.1f} % ({out / 'pointing.json'})")
+    print(f"pointing game: the Grad-CAM peak ({layer}) of the true class falls inside {evidence} for "
+          f"{result.accuracy(0):.1f} % of {len(result.distances)} held-out {result.unit}s, within "
+          f"{result.tolerance} px of it (15 px at 224) for {result.accuracy():.1f} % ({out / 'pointing.json'})")
     for (path, truth), top in zip(samples, predictions):
         guesses = ", ".join(f"{c} ({p:.2f})" for c, p in top)
         print(f"  {path}: true {truth}, predicted {guesses}")
