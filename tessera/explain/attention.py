@@ -3,7 +3,7 @@
 A Swin block attends inside windows of its stage's grid, shifted cyclically in odd blocks.
 Which window a token falls in, and where the other tokens of that window lie on the grid,
 come from the window core itself (:func:`tessera.layers.windows.window_order`, the same
-function the model's fast path gathers with): after a shift a window can hold tokens from
+function the backends' ``window_order`` stage gathers with): after a shift a window can hold tokens from
 opposite edges of the map, which the shift mask keeps apart (their weights are ``e^-100``
 of the others'). The probabilities are the block's own softmax, read on its reference path.
 """
