@@ -12,7 +12,7 @@ def test_demo_prints_the_pointing_game_and_writes_explained_samples(tmp_path, ca
     out = tmp_path / "demo"
     small = ["schedule.epochs=1", "schedule.warmup_epochs=0", "model.args.embed_dim=16", "model.args.depths=[1,1]",
              "model.args.num_heads=[1,1]"]
-    assert main(["demo", "-o", str(out), "--explained", "2", *small]) == 0
+    assert main(["demo", "--scenes", "-o", str(out), "--explained", "2", *small]) == 0
     printed = capsys.readouterr().out
     pointing = json.loads((out / "pointing.json").read_text())
     assert pointing["unit"] == "image" and pointing["count"] == 600 and pointing["tolerance"] == 4
