@@ -100,7 +100,8 @@ def test_explain_a_registered_model_on_a_video(tmp_path, capsys):
 def test_explain_errors_are_one_line(tmp_path, image, capsys):
     run = trained_run(tmp_path)
     cases = [
-        (["--checkpoint", str(run), "--target", "emu"], "--target 'emu' is not one of the model's classes (cat, dog, fox)"),
+        (["--checkpoint", str(run), "--target", "emu"],
+         "--target 'emu' is not one of the model's classes (cat, dog, fox)"),
         (["--checkpoint", str(run), "--layer", "layers.0.blocks.5"], "no layer 'layers.0.blocks.5'"),
         (["--checkpoint", str(run), "--method", "rollout"], "attention rollout needs a class-token model"),
         (["--checkpoint", str(tmp_path / "nothing")], "nothing: no such file or directory"),

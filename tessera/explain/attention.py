@@ -122,7 +122,8 @@ def window_attention(
         target: only named in the result; default the top-1 class.
     """
     if family_of(model).name != "Swin":
-        raise ExplainError(f"window attention is Swin's; {type(model).__name__} has no windows (use rollout or gradcam)")
+        raise ExplainError(f"window attention is Swin's; {type(model).__name__} has no windows "
+                           f"(use rollout or gradcam)")
     stage = _index("stage", stage, len(model.layers))
     layer = model.layers[stage]
     block = _index("block", block, len(layer.blocks))

@@ -131,7 +131,8 @@ def pointing_game_images(model: nn.Module, info: dict, samples: Sequence[tuple[I
     return result
 
 
-def pointing_game_clips(model: nn.Module, info: dict, samples: Sequence[tuple[object, int, Callable[[int], Sequence[Box]]]],
+def pointing_game_clips(model: nn.Module, info: dict,
+                        samples: Sequence[tuple[object, int, Callable[[int], Sequence[Box]]]],
                         method: str = "gradcam", layer: str | None = None, batch_size: int = 16,
                         explain: Explainer | None = None) -> PointingResult:
     """The pointing game on the frames of videos: ``samples`` are ``(frame source, class,
