@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 #: command modules, in the order ``tessera --help`` lists them
 COMMANDS = [
-    "demo", "train", "evaluate", "predict", "make_moving_digits", "list_models", "summary", "convert", "inflate",
-    "benchmark", "export", "info",
+    "demo", "train", "evaluate", "predict", "explain", "windows", "make_moving_digits", "list_models", "summary",
+    "convert", "inflate", "benchmark", "export", "info",
 ]
 
 

@@ -1,11 +1,18 @@
 """``tessera demo``: train a small Swin from scratch on the built-in handwritten digits,
-report its accuracy on the held-out test split, and classify a few test images with the
-saved checkpoint. It needs no download and takes about a minute on two CPU cores.
+report its accuracy on the held-out test split, classify a few test images with the saved
+checkpoint and explain them with Grad-CAM (pictures). It needs no download and takes about a
+minute on two CPU cores.
+
+``tessera demo --scenes``: a small Swin learns which handwritten digit lies, at a random
+place and scale, on a cluttered canvas (the built-in digit scenes); besides its accuracy it
+checks with Grad-CAM that the model looks at the digit (the pointing game: the share of test
+scenes whose Grad-CAM peak falls in the digit's box). Several minutes on two CPU cores.
 
 ``tessera demo --video``: the same for a small Video Swin on the built-in moving digits
 (digits moving in one of 8 directions; the class is the direction, which no single frame
-shows): trained from scratch, tested with 2 clips x 3 crops per video, then a few test
-videos are written as mp4 files and classified from those files.
+shows): trained from scratch, tested with 2 clips x 3 crops per video, its Grad-CAM checked
+against the digit's box in every frame of the test clips, a few test videos written as
+mp4 files, explained (frame strips and animations) and classified from those files.
 
 ``tessera demo --segmentation``: a small Swin-Unet learns to segment the built-in digit
 scenes (digits at random places and sizes on a cluttered canvas; background and ten digit
@@ -20,23 +27,44 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train a small Swin on digits (or a Video Swin on moving digits) and test it",
+    p = sub.add_parser("demo", help="train a small Swin on digits (or digit scenes, or a Video Swin on moving "
+                                    "digits), test and explain it",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="changes to the demo recipe")
     kind = p.add_mutually_exclusive_group()
-    kind.add_argument("--video", action="store_true", help="the video demo (recipe 'video_demo', moving digits)")
+    kind.add_argument("--scenes", action="store_true", help="digits on cluttered canvases, with the pointing game "
+                                                           "(recipe 'scenes_demo')")
+    kind.add_argument("--video", action="store_true", help="the video demo (recipe 'video_demo', moving digits), "
+                                                          "with the pointing game")
     kind.add_argument("--segmentation", action="store_true",
                       help="the segmentation demo (recipe 'seg_demo', digit scenes)")
+    p.add_argument("--explained", type=int, default=4, metavar="N", help="test samples explained in pictures "
+                                                                           "(default 4)")
     p.add_argument("--output", "-o", help="the run directory, replaced if it holds a run (default: runs/demo, "
-                                          "runs/video_demo, runs/seg_demo)")
+                                          "runs/scenes_demo, runs/video_demo, runs/seg_demo)")
     p.set_defaults(func=run)
 
 
 def write_samples(folder: Path, size: int, count: int = 6) -> list[tuple[Path, str]]:
-    """A few test digits as PNG files (what ``tessera predict`` takes)."""
+    """A few test digits as PNG files (what ``tessera predict`` and ``tessera explain`` take)."""
     from ..data.digits import Digits
 
     test = Digits("test", size=size)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(count):
+        index = i * (len(test) // count)
+        path = folder / f"test_{index:03d}.png"
+        test.load(index).save(path)
+        out.append((path, test.classes[test.targets[index]]))
+    return out
+
+
+def write_scene_samples(folder: Path, count: int = 6) -> list[tuple[Path, str]]:
+    """A few test scenes as PNG files."""
+    from ..data.digit_scenes import DigitScenes
+
+    test = DigitScenes("test")
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i in range(count):
@@ -62,7 +90,7 @@ def write_video_samples(folder: Path, count: int = 8) -> list[tuple[Path, str]]:
     return out
 
 
-def write_scene_samples(folder: Path, count: int = 6) -> list[tuple[Path, object]]:
+def write_segmentation_samples(folder: Path, count: int = 6) -> list[tuple[Path, object]]:
     """A few held-out digit scenes as PNG files, with their true label maps."""
     from PIL import Image
 
@@ -97,7 +125,7 @@ def run_segmentation(args: argparse.Namespace, start: float, cpu_start: float) -
           f"{test['mdice']:.2f} %; {test['num_samples']} test scenes, {out / test['checkpoint']})")
     model, info = load_trained_model(out)
     colours = palette(len(info["classes"]))
-    samples = write_scene_samples(out / "samples")
+    samples = write_segmentation_samples(out / "samples")
     for path, truth in samples:
         with Image.open(path) as img:
             image = img.convert("RGB")
@@ -113,6 +141,35 @@ def run_segmentation(args: argparse.Namespace, start: float, cpu_start: float) -
     print(f"  tessera predict --checkpoint {out} {out}/samples/test_000.png -o predictions   # any images")
     print(f"  curves: {out}/curves.png   metrics: {out}/metrics.jsonl")
     return 0
+
+
+def explain_samples(model, info, samples: list[tuple[Path, str]], folder: Path) -> list[dict]:
+    """Grad-CAM of the samples' files, pictures written into ``folder`` (as ``tessera explain``)."""
+    import shutil
+
+    from ..explain.files import ExplainSettings, explain_file
+
+    shutil.rmtree(folder, ignore_errors=True)
+    return [explain_file(model, info, path, folder, ExplainSettings()) for path, _ in samples]
+
+
+def pointing_game(model, info, video: bool, out: Path):
+    """The pointing game on the held-out test split, written to ``pointing.json``."""
+    import json
+
+    from ..atomic import write_text_atomic
+    from ..explain.pointing import moving_digits_pointing_game, scenes_pointing_game
+    from ..explain.targets import default_layer
+
+    size = (info["data"]["clip_len"], info["data"]["img_size"], info["data"]["img_size"]) if video else (
+        info["data"]["img_size"],) * 2
+    layer = default_layer(model, size)
+    result = (moving_digits_pointing_game if video else scenes_pointing_game)(model, info, "test")
+    write_text_atomic(out / "pointing.json", json.dumps(
+        {"method": "gradcam", "layer": layer, "unit": result.unit, "count": len(result.distances),
+         "tolerance": result.tolerance, "pointing_game": result.accuracy(), "hits": result.hits(),
+         "inside_the_box": result.accuracy(0), "hits_inside": result.hits(0), "top1": result.top1}, indent=2) + "\n")
+    return result, layer
 
 
 def _train(name: str, test_root: str, overrides: list[str], out: Path) -> dict:
@@ -146,6 +203,22 @@ def run(args: argparse.Namespace) -> int:
         predictions = predict_videos(model, info, [p for p, _ in samples], top_k=3)
         pattern = "samples/*.mp4"
         evaluate = "moving_digits"
+        evidence = "the moving digit's box in its frame"
+    elif args.scenes:
+        out = Path(args.output or "runs/scenes_demo")
+        print(f"tessera demo --scenes: a small Swin learns which handwritten digit lies somewhere on a cluttered "
+              f"canvas (recipe 'scenes_demo', run in {out})")
+        test = _train("scenes_demo", "digit_scenes:test", args.overrides, out)["test"]
+        print(f"test top-1: {test['top1']:.2f} %  (top-5 {test['top5']:.2f} %, {test['num_samples']} held-out scenes, "
+              f"{out / test['checkpoint']})")
+        from ..data.images import read_image
+
+        model, info = load_trained_model(out)
+        samples = write_scene_samples(out / "samples")
+        predictions = predict_images(model, info, [read_image(p) for p, _ in samples], top_k=3)
+        pattern = "samples/*.png"
+        evaluate = "digit_scenes"
+        evidence = "the digit's box"
     else:
         out = Path(args.output or "runs/demo")
         print(f"tessera demo: a small Swin learns scikit-learn's handwritten digits (recipe 'demo', run in {out})")
@@ -159,12 +232,22 @@ def run(args: argparse.Namespace) -> int:
         predictions = predict_images(model, info, [read_image(p) for p, _ in samples], top_k=3)
         pattern = "samples/*.png"
         evaluate = "digits"
+        evidence = None  # a digit fills its whole image: nothing for the pointing game to tell
+    if evidence is not None:
+        result, layer = pointing_game(model, info, args.video, out)
+        print(f"pointing game: the Grad-CAM peak ({layer}) of the true class falls inside {evidence} for "
+              f"{result.accuracy(0):.1f} % of {len(result.distances)} held-out {result.unit}s, within "
+              f"{result.tolerance} px of it (15 px at 224) for {result.accuracy():.1f} % ({out / 'pointing.json'})")
     for (path, truth), top in zip(samples, predictions):
         guesses = ", ".join(f"{c} ({p:.2f})" for c, p in top)
         print(f"  {path}: true {truth}, predicted {guesses}")
+    explained = explain_samples(model, info, samples[: args.explained], out / "explained")
+    if explained:
+        print(f"explained (Grad-CAM of the top-1 class): {', '.join(o for e in explained for o in e['outputs'])}")
     print(f"took {time.perf_counter() - start:.0f} s ({time.process_time() - cpu_start:.0f} s of CPU time "
           f"in this process). Next:")
     print(f"  tessera evaluate --checkpoint {out} --data {evaluate}        # per-class accuracy, confusion matrix")
     print(f"  tessera predict --checkpoint {out} {out}/{pattern}    # any {'video' if args.video else 'image'} files")
+    print(f"  tessera explain --checkpoint {out} {out}/{pattern}    # Grad-CAM; --method gradcam++, attention")
     print(f"  curves: {out}/curves.png   metrics: {out}/metrics.jsonl")
     return 0

@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
+from .digit_scenes import DigitScenes
 from .digits import Digits
 from .images import BadSample, ImageDataset, ImageFolder
 from .mixup import Mixup
@@ -40,9 +41,9 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
-    "BadSample", "DataKind", "Digits", "ImageAugment", "ImageDataset", "ImageFolder", "Mixup", "SubsetDataset",
-    "VideoAugment", "build_augment", "build_dataset", "build_train_and_val", "data_kind", "register_data_kind",
-    "split_root", "stratified_split",
+    "BadSample", "DataKind", "DigitScenes", "Digits", "ImageAugment", "ImageDataset", "ImageFolder", "Mixup",
+    "SubsetDataset", "VideoAugment", "build_augment", "build_dataset", "build_train_and_val", "data_kind",
+    "register_data_kind", "split_root", "stratified_split",
 ]
 
 #: the recipe key of each split's source
@@ -137,7 +138,7 @@ def build_augment(cfg: DataConfig, augment: AugmentConfig | None, mean: Sequence
 
 #: built-in image sets: ``name -> (split, size, transform, seed) -> data set``; a source
 #: ``name`` or ``name:split`` selects one (the split defaults to the role's)
-BUILTIN_IMAGE_SETS: dict[str, Callable[..., ImageDataset]] = {"digits": Digits}
+BUILTIN_IMAGE_SETS: dict[str, Callable[..., ImageDataset]] = {"digits": Digits, "digit_scenes": DigitScenes}
 
 
 def _image_transform(cfg: DataConfig, split: str):

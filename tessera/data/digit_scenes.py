@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw
 
 from ..errors import DataError
 from .digits import SPLITS, digit_images, digits_split
+from .images import ImageDataset, Transform
 
 SEED = 20261130
 #: fraction of full intensity from which an upsampled digit pixel counts as the digit
@@ -148,3 +149,49 @@ def render_scene(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
         ink = sprite[..., 0] >= INK_THRESHOLD
         labels[p.y : p.y + p.size, p.x : p.x + p.size][ink] = 1 + p.label
     return np.clip(np.round(image), 0, 255).astype(np.uint8), labels
+
+
+# ---------------------------------------------------------------------------------------
+# One-digit scenes as a classification set (``digit_scenes:train|val|test``)
+# ---------------------------------------------------------------------------------------
+
+#: scenes per split of the classification set
+SCENES_PER_SPLIT = {"train": 2500, "val": 300, "test": 600}
+#: digit sides per split: training also shows larger digits, which a model learns to tell
+#: apart first; validation and test keep the scenes' own 14 to 28 pixels
+SCENE_DIGIT_SIZES = {"train": (14, 44), "val": (14, 28), "test": (14, 28)}
+#: the canvas of the classification set's scenes
+SCENE_SIZE = 64
+
+
+def scene_split(split: str, count: int | None = None) -> list[Scene]:
+    """The one-digit scenes of the classification set's ``split`` (the first ``count``;
+    default :data:`SCENES_PER_SPLIT`): 64x64 canvases, digits of 14 to 28 pixels."""
+    if split not in SPLITS:
+        raise DataError(f"digit_scenes has the splits {', '.join(SPLITS)}, not {split!r}")
+    n = SCENES_PER_SPLIT[split] if count is None else count
+    return make_scenes(split, n, SCENE_SIZE, SCENE_SIZE, digits_per_scene=(1, 1), sizes=SCENE_DIGIT_SIZES[split])
+
+
+class DigitScenes(ImageDataset):
+    """One split of the one-digit scenes as a classification set: the class is the digit,
+    ``boxes[i]`` its box in scene ``i`` (where the evidence is). Scenes are 64x64 RGB;
+    the transform crops and resizes them like any image (``size`` is not used: the model's
+    ``img_size`` is the transform's)."""
+
+    def __init__(self, split: str = "train", size: int = SCENE_SIZE, transform: Transform | None = None,
+                 seed: int = 0, count: int | None = None) -> None:
+        super().__init__(transform, seed)
+        self.split = split
+        self.scenes = scene_split(split, count)
+        self.targets = [s.digits[0].label for s in self.scenes]
+        self.boxes = [s.digits[0].box for s in self.scenes]
+        self.classes = [str(c) for c in range(10)]
+
+    def load(self, index: int) -> Image.Image:
+        image, _ = render_scene(self.scenes[index])
+        return Image.fromarray(image)
+
+    def describe(self, index: int) -> str:
+        d = self.scenes[index].digits[0]
+        return f"digit_scenes:{self.split}[{index}] (digit {d.label}, scikit-learn index {d.digit}, box {d.box})"

@@ -65,15 +65,18 @@ class ResizeCenterCrop:
         self.size, self.crop_pct = size, crop_pct
         self.resample = RESAMPLE[interpolation]
 
-    def __call__(self, img: Image.Image, rng: np.random.Generator | None = None) -> Image.Image:
+    def geometry(self, width: int, height: int) -> tuple[tuple[int, int], int, int]:
+        """``((resized width, resized height), left, top)``: the size an image of
+        ``width x height`` is resized to and where the ``size x size`` crop starts in it."""
         short = math.floor(self.size / self.crop_pct)
-        w, h = img.size
-        if w <= h:
-            new = (short, max(1, int(short * h / w)))
+        if width <= height:
+            new = (short, max(1, int(short * height / width)))
         else:
-            new = (max(1, int(short * w / h)), short)
+            new = (max(1, int(short * width / height)), short)
+        return new, round((new[0] - self.size) / 2.0), round((new[1] - self.size) / 2.0)
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator | None = None) -> Image.Image:
+        new, left, top = self.geometry(*img.size)
         if new != img.size:
             img = img.resize(new, self.resample)
-        left = round((new[0] - self.size) / 2.0)
-        top = round((new[1] - self.size) / 2.0)
         return img.crop((left, top, left + self.size, top + self.size))
