@@ -44,6 +44,7 @@ class BenchResult:
     gmacs_per_sample: float
     matmul_tflops: float  # the fastest GEMM reachable here (see matmul_rates)
     matmul_rates: dict[str, float]
+    matmul_dtype: str  # the dtype the products run in (fp32 under bf16 autocast without native bf16)
     ours: Timing
     peer: Timing | None = None
     peer_max_abs_diff: float | None = None
@@ -222,7 +223,8 @@ def benchmark(
         torch.cuda.reset_peak_memory_stats(dev)
     timings = time_rounds(fns, dev, warmup, iters, rounds, input_shape[0])
     notes += backend_notes(dev)
-    rates = matmul_rates(torch_dtype, dev)
+    computed = _computed_dtype(torch_dtype, dev)
+    rates = matmul_rates(computed, dev)
     rate = max(rates.values())
     agreement = {}
     if agreement_samples:
@@ -234,12 +236,24 @@ def benchmark(
     result = BenchResult(
         model=name, input_shape=tuple(input_shape), dtype=dtype, mode="train" if train else "inference",
         device=str(dev), threads=torch.get_num_threads(), gmacs_per_sample=macs / 1e9, matmul_tflops=rate,
-        matmul_rates=rates,
+        matmul_rates=rates, matmul_dtype=next(k for k, v in DTYPES.items() if v == computed),
         ours=ours, peer=next((t for k, t in timings.items() if k != "tessera"), None), peer_max_abs_diff=diff,
         fraction_of_matmul=work * ours.samples_per_s / (rate * 1e12), peak_memory_mib=peak_memory_mib(dev),
         agreement=agreement, agreement_samples=agreement_samples, notes=notes,
     )
     return result
+
+
+def _computed_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The dtype the products run in: fp32 under bf16 autocast on a CPU without native bf16
+    (as :func:`tessera.backends.precision_policy` has it; timing an emulated bf16 product
+    there would take minutes)."""
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        from .backends import capability
+
+        if not capability.native_bf16()[0]:
+            return torch.float32
+    return dtype
 
 
 def backend_notes(device: torch.device) -> list[str]:
@@ -270,7 +284,7 @@ def format_result(r: BenchResult) -> str:
                      f"  (max |diff| of outputs {r.peer_max_abs_diff:.2e})")
         lines.append(f"  ratio tessera / {r.peer.name}: {r.ratio:.2f}x")
     lines += [
-        f"  {r.gmacs_per_sample:.3f} GMACs per sample; matrix product here now ({r.dtype}, 2048^3): "
+        f"  {r.gmacs_per_sample:.3f} GMACs per sample; matrix product here now ({r.matmul_dtype}, 2048^3): "
         + ", ".join(f"{k} {v * 1e3:.0f} GFLOP/s" for k, v in r.matmul_rates.items()),
         f"  tessera reaches {100 * r.fraction_of_matmul:.0f}% of the fastest"
         + (" (model FLOPs x throughput; training counts 3x the forward)" if r.mode == "train" else

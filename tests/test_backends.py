@@ -414,3 +414,19 @@ def test_compiled_inference_keeps_onednn_and_exported_programs_stay_portable():
         program = torch.export.export(model, (x,))
     targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
     assert not any("tessera" in t or "mkldnn" in t for t in targets), targets
+
+
+def test_a_stage_candidate_probed_in_training_survives_the_probes_of_the_ops_inside_it(monkeypatch, tmp_path):
+    """The window-order stage calls the linear op with new kinds of call (residual adds)
+    whose probes run backward passes inside the stage's own probe: no candidate fails for it."""
+    monkeypatch.setenv("TESSERA_CACHE_DIR", str(tmp_path))
+    dispatch.DISK.forget()
+    dispatch.forget()
+    model = SwinTransformer(embed_dim=16, depths=(2, 2), num_heads=(1, 2), img_size=56).train()
+    model(torch.randn(2, 3, 56, 56)).sum().backward()
+    rows = [r for r in backends.choices() if r["op"] == "swin_blocks" and "train" in r["key"]]
+    assert len(rows) == 2
+    for row in rows:
+        assert not any(str(v).startswith("failed") for v in row["results"].values()), row["results"]
+    dispatch.forget()
+    dispatch.DISK.forget()

@@ -318,7 +318,9 @@ def _run(fn: Callable[..., Any], args: tuple, kwargs: dict, grad: bool) -> Any:
     outs = [o for o in outs if o.requires_grad]
     inputs = _grad_leaves(args, kwargs)
     if outs and inputs:
-        torch.autograd.grad(outs, inputs, [torch.ones_like(o) for o in outs], allow_unused=True)
+        # the graph is kept: a probe may run inside another op's probe (a stage's candidate calls
+        # the linear op), whose own backward pass goes through the same part of the graph
+        torch.autograd.grad(outs, inputs, [torch.ones_like(o) for o in outs], allow_unused=True, retain_graph=True)
     return out
 
 
