@@ -92,11 +92,16 @@ class DistillationLoss(nn.Module):
         return (1.0 - self.alpha) * base + self.alpha * distill
 
 
-def pixel_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+def pixel_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255,
+                        class_weight: torch.Tensor | None = None) -> torch.Tensor:
     """mmseg's ``CrossEntropyLoss``: per-pixel cross-entropy of ``(B, K, H, W)`` logits against
     ``(B, H, W)`` labels, ignored pixels counting 0, averaged over all pixels (ignored ones
-    included: mmseg's ``avg_non_ignore=False``). In float32."""
-    loss = F.cross_entropy(logits.float(), target.long(), ignore_index=ignore_index, reduction="none")
+    included: mmseg's ``avg_non_ignore=False``). In float32.
+
+    ``class_weight`` ``(K,)`` (mmseg's ``class_weight``) multiplies each pixel's loss by the
+    weight of its true class; the average is still over the pixels, not over the weights."""
+    weight = None if class_weight is None else class_weight.to(device=logits.device, dtype=torch.float32)
+    loss = F.cross_entropy(logits.float(), target.long(), weight=weight, ignore_index=ignore_index, reduction="none")
     return loss.mean()
 
 
@@ -117,11 +122,12 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 25
 
 def segmentation_loss(outputs: torch.Tensor | dict[str, torch.Tensor], target: torch.Tensor,
                       weights: dict[str, float] | None = None, ce_weight: float = 1.0, dice_weight: float = 0.0,
-                      ignore_index: int = 255) -> torch.Tensor:
+                      ignore_index: int = 255, class_weight: torch.Tensor | None = None) -> torch.Tensor:
     """``sum_k weights[k] * (ce_weight * CE + dice_weight * Dice)(outputs[k], target)`` over
     the outputs of a segmentation model (one tensor, or a dict such as UperNet's ``out`` and
     ``aux`` in training; ``weights`` its ``loss_weights``). Every output is ``(B, K, h, w)``,
-    resized bilinearly to the labels' size if it differs (as mmseg's losses do)."""
+    resized bilinearly to the labels' size if it differs (as mmseg's losses do). ``class_weight``
+    ``(K,)`` weights the cross-entropy per true class (see :func:`pixel_cross_entropy`)."""
     if isinstance(outputs, torch.Tensor):
         outputs = {"out": outputs}
     total = None
@@ -130,7 +136,7 @@ def segmentation_loss(outputs: torch.Tensor | dict[str, torch.Tensor], target: t
             logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
         loss = 0.0
         if ce_weight:
-            loss = ce_weight * pixel_cross_entropy(logits, target, ignore_index)
+            loss = ce_weight * pixel_cross_entropy(logits, target, ignore_index, class_weight)
         if dice_weight:
             loss = loss + dice_weight * dice_loss(logits, target, ignore_index)
         loss = loss * (weights or {}).get(key, 1.0)

@@ -88,6 +88,18 @@ def test_pixel_cross_entropy_averages_over_all_pixels_as_mmseg():
     torch.testing.assert_close(pixel_cross_entropy(logits, target), per_pixel.sum() / target.numel())
 
 
+def test_class_weight_scales_each_pixels_loss_by_its_true_class_and_averages_over_pixels():
+    logits = torch.randn(2, 3, 4, 5)
+    target = torch.randint(0, 3, (2, 4, 5))
+    target[1, 0] = 255
+    weight = torch.tensor([1.0, 3.0, 0.5])
+    per_pixel = -torch.log_softmax(logits, 1).gather(1, target.clamp(max=2)[:, None])[:, 0]
+    per_pixel = per_pixel * weight[target.clamp(max=2)] * (target != 255)
+    torch.testing.assert_close(pixel_cross_entropy(logits, target, class_weight=weight), per_pixel.mean())
+    both = segmentation_loss(logits, target, ce_weight=1.0, dice_weight=1.0, class_weight=weight)
+    torch.testing.assert_close(both, per_pixel.mean() + dice_loss(logits, target))
+
+
 def test_dice_loss_is_swin_unets_formula_without_ignored_pixels():
     logits = torch.randn(2, 3, 4, 4)
     target = torch.randint(0, 3, (2, 4, 4))

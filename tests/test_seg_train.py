@@ -131,3 +131,37 @@ def test_weights_without_a_run_are_evaluated_and_predicted_as_ade20k(ade, tmp_pa
     assert main(["predict", "--checkpoint", str(tmp_path / "weights"), str(image), "-o", str(tmp_path / "p")]) == 0
     labels = np.array(Image.open(tmp_path / "p" / f"{image.stem}_labels.png"))
     assert labels.shape == (40, 56) and labels.max() < 150
+
+
+TINY_SEG_DEMO = ("model.args={img_size: 64, channels: 8, pool_scales: [1, 2], aux_index: null, dropout: 0.0, "
+                 "backbone_args: {img_size: 64, embed_dim: 8, depths: [1, 1, 1], num_heads: [1, 1, 1], "
+                 "window_size: 8, drop_path_rate: 0.0}}")
+
+
+@pytest.mark.slow
+def test_segmentation_demo_trains_tests_on_the_held_out_scenes_and_writes_overlays(tmp_path, capsys):
+    from tessera import backends
+    from tessera.cli import main
+
+    out = tmp_path / "seg_demo"
+    before = backends.current()
+    assert main(["demo", "--segmentation", "--output", str(out), TINY_SEG_DEMO, "schedule.iters=3"]) == 0
+    assert backends.current() == before  # the demo's choice of implementations ends with it
+    text = capsys.readouterr().out
+    assert "held-out mIoU:" in text and "400 test scenes" in text
+    res = json.loads((out / "test.json").read_text())
+    assert res["num_samples"] == 400 and res["num_pixels"] == 400 * 64 * 64 and len(res["per_class"]) == 11
+    overlays = sorted((out / "samples").glob("*_overlay.png"))
+    assert len(overlays) == 6 and all(f"{o}: digits " in text for o in overlays)
+    for overlay in overlays:  # each scene's predicted label map beside it, 11 classes at most
+        labels = np.array(Image.open(str(overlay).replace("_overlay", "_labels")))
+        assert labels.shape == (64, 64) and labels.max() <= 10
+
+
+def test_a_class_weight_per_class_or_a_clear_error(tmp_path):
+    from tessera.errors import ConfigError
+    from tessera.train import Trainer, load_recipe
+
+    recipe = load_recipe("seg_demo", [TINY_SEG_DEMO, "loss.class_weight=[1.0, 2.0]"])
+    with pytest.raises(ConfigError, match="loss.class_weight has 2 weights but the data has 11 classes"):
+        Trainer(recipe, tmp_path / "run")

@@ -404,7 +404,7 @@ class SegmentationFolder(SegmentationDataset):
 DIGIT_SCENE_COUNTS = {"train": 2000, "val": 200, "test": 400}
 DIGIT_SCENE_CLASSES = ["background", *(str(d) for d in range(10))]
 DIGIT_SCENE_SIZE = 64
-DIGIT_SIZES = (14, 28)
+DIGIT_SIZES = (20, 32)
 DIGITS_PER_SCENE = (1, 3)
 
 

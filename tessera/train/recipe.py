@@ -145,6 +145,9 @@ class LossConfig:
     #: Swin-Unet's Dice loss (softmax probabilities against one-hot labels, per class,
     #: averaged over the classes; ignored pixels left out)
     dice_weight: float = 0.0
+    #: the cross-entropy's weight per class, one per class in label order (mmseg's
+    #: class_weight: each pixel's loss times its true class's weight); null: all 1
+    class_weight: tuple[float, ...] | None = None
 
 
 @dataclass

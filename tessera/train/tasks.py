@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from ..data.loader import SkippedSamples
 from ..data.mixup import Mixup
+from ..errors import ConfigError
 from ..losses import classification_loss, segmentation_loss
 from .distributed import DistInfo
 from .evaluation import clip_scores, evaluate
@@ -114,6 +115,11 @@ class SegmentationTask(Task):
         self.protocol = EvalProtocol.from_data(recipe.data)
         self.loss_weights = dict(getattr(model, "loss_weights", {"out": 1.0}))
         self.align_corners = bool(getattr(model, "align_corners", False))
+        weights = recipe.loss.class_weight
+        if weights is not None and len(weights) != self.num_classes:
+            raise ConfigError(f"loss.class_weight has {len(weights)} weights but the data has {self.num_classes} "
+                              f"classes")
+        self.class_weight = None if weights is None else torch.tensor(weights, dtype=torch.float32)
 
     def prepare_model(self, model: nn.Module, info: DistInfo) -> nn.Module:
         """On several GPUs, BatchNorm becomes SyncBatchNorm (the official configs' SyncBN)."""
@@ -123,7 +129,8 @@ class SegmentationTask(Task):
 
     def criterion(self, outputs, target: torch.Tensor) -> torch.Tensor:
         lc = self.recipe.loss
-        return segmentation_loss(outputs, target, self.loss_weights, lc.ce_weight, lc.dice_weight, self.ignore_index)
+        return segmentation_loss(outputs, target, self.loss_weights, lc.ce_weight, lc.dice_weight, self.ignore_index,
+                                 self.class_weight)
 
     def evaluate(self, model, loader, transform, info, amp_dtype, skipped, progress: str | None = None):
         from .seg_inference import evaluate_segmentation
