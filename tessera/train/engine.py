@@ -174,6 +174,7 @@ class Trainer:
 
     def _configure_torch(self) -> None:
         t, info = self.recipe.train, self.info
+        self._threads_before = torch.get_num_threads()  # given back by close()
         if t.threads:
             torch.set_num_threads(t.threads)
         elif info.device.type == "cpu" and info.local_world_size > 1:
@@ -584,4 +585,6 @@ class Trainer:
                 f" -> {self.output}")
 
     def close(self) -> None:
+        if getattr(self, "_threads_before", None):
+            torch.set_num_threads(self._threads_before)  # the recipe's threads were for this run only
         distributed.cleanup(self.info)
