@@ -119,3 +119,20 @@ def test_pointing_game_counts_hits_in_the_evaluation_crop():
     assert result.hits(0) == 6 and result.tolerance == 4  # 15 px at 224 is 4 at 64
     assert result.accuracy() == pytest.approx(600 / 7)
     assert prepare_image(made[0][0], info).pixels.shape == (64, 64, 3)
+
+
+def test_digit_scenes_training_split_darkens_its_background_in_the_first_epochs():
+    train, test = DigitScenes("train", count=3), DigitScenes("test", count=3)
+    assert train.background_ramp > 0 and test.background_ramp == 0
+    full = np.asarray(Image.fromarray(render_scene(train.scenes[1])[0]))
+    train.set_epoch(0)
+    assert train.background() == 0.0 and np.array_equal(np.asarray(train.load(1)),
+                                                         render_scene(train.scenes[1], 0.0)[0])
+    train.set_epoch(train.background_ramp // 2)
+    assert 0.0 < train.background() < 1.0
+    train.set_epoch(train.background_ramp)
+    assert train.background() == 1.0 and np.array_equal(np.asarray(train.load(1)), full)
+    test.set_epoch(0)
+    assert np.array_equal(np.asarray(test.load(1)), render_scene(test.scenes[1])[0])
+    with pytest.raises(DataError, match="background_ramp"):
+        DigitScenes("train", count=1, background_ramp=-1)
