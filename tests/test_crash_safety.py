@@ -82,7 +82,9 @@ def train_args(data, *extra: str) -> list[str]:
 
 
 def environment(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **extra}
+    # the reference backend: runs that train side by side measure their choices each on its
+    # own, and may choose differently (the same function, not the same bits)
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TESSERA_BACKEND": "reference", **extra}
 
 
 def tessera(*args: str, **kwargs) -> subprocess.Popen:

@@ -17,7 +17,7 @@ from tessera.weights.infer import infer_architecture
 from tessera.weights.load import convert_state_dict, read_state_dict
 from tessera.weights.pretrained import WEIGHTS_NAME
 
-SWIN_MODELS = tessera.list_models("*swin*")
+SWIN_MODELS = [n for n in tessera.list_models("*swin*") if not n.startswith("upernet_")]  # classifiers and Swin-Unet
 SMALL_2D = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), num_classes=3)
 
 

@@ -122,8 +122,8 @@ def run_segmentation(args: argparse.Namespace, start: float, cpu_start: float) -
 
 def _run_segmentation(args: argparse.Namespace, start: float, cpu_start: float) -> int:
     import numpy as np
-    from PIL import Image
 
+    from ..data.images import read_image
     from ..data.seg_classes import palette
     from ..train import load_trained_model
     from ..train.seg_inference import predict_segmentation
@@ -139,8 +139,7 @@ def _run_segmentation(args: argparse.Namespace, start: float, cpu_start: float) 
     colours = palette(len(info["classes"]))
     samples = write_segmentation_samples(out / "samples")
     for path, truth in samples:
-        with Image.open(path) as img:
-            image = img.convert("RGB")
+        image = read_image(path)
         labels = predict_segmentation(model, info, [image])[0]
         overlay_path, _ = write_segmentation(image, labels, colours, out / "samples", path.stem)
         valid = truth != 0

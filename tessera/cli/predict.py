@@ -63,7 +63,7 @@ def _timeline_file(option: str, video: str, many: bool) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.images import error_reason
+    from ..data.images import error_reason, read_image
     from ..data.video.io import READ_ERRORS
     from ..errors import ConfigError
     from ..predict import expand_inputs, plot_timeline, predict_image_files, predict_video, video_timeline
@@ -158,9 +158,8 @@ def write_segmentation(image, labels, colours, folder: Path, stem: str) -> tuple
 def run_segmentation(args: argparse.Namespace, model, info: dict) -> int:
     """Label maps of images with a segmentation model (see the module's description)."""
     import numpy as np
-    from PIL import Image
 
-    from ..data.images import error_reason
+    from ..data.images import error_reason, read_image
     from ..data.seg_classes import palette
     from ..predict import expand_inputs
     from ..train.seg_inference import predict_segmentation
@@ -178,8 +177,7 @@ def run_segmentation(args: argparse.Namespace, model, info: dict) -> int:
         failed += 1
     for path in paths:
         try:
-            with Image.open(path) as img:
-                image = img.convert("RGB")
+            image = read_image(path)
         except (OSError, ValueError, SyntaxError) as e:
             print(f"tessera predict: error: {path}: not a readable image ({error_reason(e, path)})", file=sys.stderr)
             failed += 1

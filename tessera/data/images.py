@@ -90,15 +90,35 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def read_image(path: str | os.PathLike) -> Image.Image:
-    """The one place image files are read (training, evaluation, prediction and frames
-    folders all come here): ``path`` as 8-bit RGB, upright (:func:`to_rgb`). Raises ``OSError`` (and
-    Pillow's errors) for a file that cannot be read; an empty file says so."""
+def _open(path: str | os.PathLike) -> Image.Image:
+    """The one place image files are opened: decoded at once (the file is closed on return).
+    Raises ``OSError`` (and Pillow's errors) for a file that cannot be read; an empty file
+    says so."""
     if os.path.getsize(path) == 0:  # Pillow only says it cannot identify it
         raise OSError("the file is empty")
     with Image.open(path) as img:
-        img.load()  # decoded now: the file closes when this block ends
-        return to_rgb(img)
+        img.load()
+        return img
+
+
+def read_image(path: str | os.PathLike) -> Image.Image:
+    """Image files as the models see them (training, evaluation, prediction and frames
+    folders all come here): ``path`` as 8-bit RGB, upright (:func:`to_rgb`)."""
+    return to_rgb(_open(path))
+
+
+def read_label_map(path: str | os.PathLike) -> np.ndarray:
+    """A PNG label map as ``uint8 (H, W)`` class indices (mode ``L``, or ``P``: the palette
+    indices are the classes, as in PASCAL VOC). Raises ``ValueError`` for a colour image."""
+    img = _open(path)
+    if img.mode not in ("L", "P", "I;16", "I"):
+        raise ValueError(f"a label map of mode {img.mode}: expected one class index per pixel (mode L or P)")
+    labels = np.array(img)
+    if labels.dtype != np.uint8:
+        if labels.max(initial=0) > 255:
+            raise ValueError(f"label {labels.max()} does not fit 8 bits")
+        labels = labels.astype(np.uint8)
+    return labels
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:

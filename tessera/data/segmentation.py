@@ -49,7 +49,7 @@ from PIL import Image
 from ..errors import DataError
 from . import DataKind, register_data_kind
 from .augment import ImageAugment
-from .images import IMG_EXTENSIONS, BadSample, SampleDataset, error_reason, log
+from .images import IMG_EXTENSIONS, BadSample, SampleDataset, error_reason, log, read_image, read_label_map
 from .seg_classes import ADE20K, CITYSCAPES, VOC
 
 if TYPE_CHECKING:
@@ -64,30 +64,6 @@ LABEL_DIRS = ("annotations", "labels", "masks")
 # ---------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------
-
-
-def read_label_map(path: str | os.PathLike) -> np.ndarray:
-    """A PNG label map as ``uint8 (H, W)`` class indices (mode ``L``, or ``P``: the palette
-    indices are the classes, as in PASCAL VOC). Raises ``ValueError`` for a colour image."""
-    if os.path.getsize(path) == 0:
-        raise OSError("the file is empty")
-    with Image.open(path) as img:
-        if img.mode not in ("L", "P", "I;16", "I"):
-            raise ValueError(f"a label map of mode {img.mode}: expected one class index per pixel (mode L or P)")
-        labels = np.array(img)
-    if labels.dtype != np.uint8:
-        if labels.max(initial=0) > 255:
-            raise ValueError(f"label {labels.max()} does not fit 8 bits")
-        labels = labels.astype(np.uint8)
-    return labels
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image as ``uint8 (H, W, 3)`` RGB."""
-    if os.path.getsize(path) == 0:
-        raise OSError("the file is empty")
-    with Image.open(path) as img:
-        return np.array(img.convert("RGB"))
 
 
 def reduce_zero_label(labels: np.ndarray, ignore_index: int = 255) -> np.ndarray:
@@ -394,7 +370,7 @@ class SegmentationFolder(SegmentationDataset):
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, label_path = self.pairs[index]
-        return read_image(image_path), read_label_map(label_path)
+        return np.array(read_image(image_path)), read_label_map(label_path)
 
     def describe(self, index: int) -> str:
         return str(self.pairs[index][0])
