@@ -60,12 +60,12 @@ def cluttered_canvas(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def external_scenes(count: int, seed: int, size: int = 72) -> list[tuple[Image.Image, int, list]]:
-    """``(image, class, [box])``: one held-out digit of 16 to 30 pixels on a cluttered
+    """``(image, class, [box])``: one held-out digit of 22 to 36 pixels on a cluttered
     ``size x size`` canvas (resized to the model's input by its evaluation crop)."""
     rng = np.random.default_rng(seed)
     out = []
     for digit, label in held_out_digits(rng, count):
-        side = int(rng.integers(16, 31))
+        side = int(rng.integers(22, 37))
         s = sprite(digit, side)
         canvas = cluttered_canvas(rng, size)
         x, y = (int(v) for v in rng.integers(0, size - side + 1, 2))

@@ -46,17 +46,3 @@ def test_bad_arguments_name_the_problem():
     with pytest.raises(DataError, match="do not fit"):
         make_scenes("train", 1, height=16, width=16, sizes=(14, 28))
 
-
-def test_background_strength_scales_only_the_gradient():
-    scene = make_scenes("val", 1, digits_per_scene=(1, 1))[0]
-    full, labels = render_scene(scene)
-    assert np.array_equal(render_scene(scene, 1.0)[0], full)
-    dark, dark_labels = render_scene(scene, 0.0)
-    assert np.array_equal(dark_labels, labels)  # the same digit in the same place
-    # where a digit's ink or clutter covers the canvas fully, nothing changes; elsewhere the
-    # canvas is black, and a darker canvas never makes a pixel brighter
-    assert (dark <= full).all() and (dark < full).any()
-    p = scene.digits[0]
-    core = digit_sprite(p.digit, p.size) >= 0.999
-    x0, y0, x1, y1 = p.box
-    assert np.array_equal(dark[y0:y1, x0:x1][core], full[y0:y1, x0:x1][core])

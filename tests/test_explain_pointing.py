@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from tessera.data import build_dataset
-from tessera.data.digit_scenes import DigitScenes, render_scene, scene_split
+from tessera.data.digit_scenes import SCENE_DIGIT_SIZES, DigitScenes, render_scene, scene_split
 from tessera.data.moving_digits import moving_digits_split
 from tessera.errors import DataError
 from tessera.explain.cam import Explanation
@@ -121,18 +121,27 @@ def test_pointing_game_counts_hits_in_the_evaluation_crop():
     assert prepare_image(made[0][0], info).pixels.shape == (64, 64, 3)
 
 
-def test_digit_scenes_training_split_darkens_its_background_in_the_first_epochs():
-    train, test = DigitScenes("train", count=3), DigitScenes("test", count=3)
-    assert train.background_ramp > 0 and test.background_ramp == 0
-    full = np.asarray(Image.fromarray(render_scene(train.scenes[1])[0]))
+def test_digit_scenes_training_split_draws_new_scenes_every_epoch():
+    """Sample i of the training split keeps its digit (its class) and gets a new scene each
+    epoch, the same for the same (seed, epoch, index); validation and test stay fixed."""
+    train, test = DigitScenes("train", count=4), DigitScenes("test", count=4)
+    assert train.fresh and not test.fresh
     train.set_epoch(0)
-    assert train.background() == 0.0 and np.array_equal(np.asarray(train.load(1)),
-                                                         render_scene(train.scenes[1], 0.0)[0])
-    train.set_epoch(train.background_ramp // 2)
-    assert 0.0 < train.background() < 1.0
-    train.set_epoch(train.background_ramp)
-    assert train.background() == 1.0 and np.array_equal(np.asarray(train.load(1)), full)
-    test.set_epoch(0)
-    assert np.array_equal(np.asarray(test.load(1)), render_scene(test.scenes[1])[0])
-    with pytest.raises(DataError, match="background_ramp"):
-        DigitScenes("train", count=1, background_ramp=-1)
+    first = [train.scene(i) for i in range(4)]
+    again = np.asarray(train.load(2))
+    assert np.array_equal(again, np.asarray(DigitScenes("train", count=4).load(2)))  # deterministic
+    train.set_epoch(1)
+    second = [train.scene(i) for i in range(4)]
+    for a, b, fixed in zip(first, second, train.scenes):
+        assert a.digits[0].digit == b.digits[0].digit == fixed.digits[0].digit  # the same digit image
+        assert a != b
+        lo, hi = SCENE_DIGIT_SIZES["train"]
+        assert lo <= b.digits[0].size <= hi and b.digits[0].box[2] <= 64 and b.digits[0].box[3] <= 64
+    assert not np.array_equal(again, np.asarray(train.load(2)))
+    assert train.targets == [s.digits[0].label for s in second]
+    _, labels = render_scene(second[2])
+    x0, y0, x1, y1 = second[2].digits[0].box
+    assert (labels[y0:y1, x0:x1] == 1 + train.targets[2]).any() and labels.sum() == labels[y0:y1, x0:x1].sum()
+    for epoch in (0, 3):
+        test.set_epoch(epoch)
+        assert np.array_equal(np.asarray(test.load(1)), render_scene(test.scenes[1])[0])

@@ -116,10 +116,10 @@ def digit_sprite(digit: int, size: int) -> np.ndarray:
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
-def _background(rng: np.random.Generator, height: int, width: int, strength: float = 1.0) -> Image.Image:
-    """A dark gradient with clutter: strokes and blobs as bright as digits, but no digits.
-    ``strength`` scales the gradient's colours (1: each channel from 0 to 60 of 255)."""
-    low, high = rng.uniform(0, 60, 3) * strength, rng.uniform(0, 60, 3) * strength
+def _background(rng: np.random.Generator, height: int, width: int) -> Image.Image:
+    """A dark gradient (each channel from 0 to 60 of 255) with clutter: strokes and blobs as
+    bright as digits, but no digits."""
+    low, high = rng.uniform(0, 60, 3), rng.uniform(0, 60, 3)
     ramp = np.linspace(0, 1, width if rng.random() < 0.5 else height, dtype=np.float32)
     ramp = ramp[None, :, None] if ramp.size == width else ramp[:, None, None]
     canvas = np.broadcast_to(low + (high - low) * ramp, (height, width, 3)).astype(np.uint8)
@@ -139,13 +139,11 @@ def _background(rng: np.random.Generator, height: int, width: int, strength: flo
     return img
 
 
-def render_scene(scene: Scene, background: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def render_scene(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
     """``(image uint8 (H, W, 3), labels uint8 (H, W))``: the scene, and per pixel ``0`` for
-    background or ``1 + digit`` where a digit's ink is (see the module docstring).
-    ``background`` scales the canvas's colour gradient (0: black, 1: the scenes' own);
-    everything else, clutter included, is the same at any value."""
+    background or ``1 + digit`` where a digit's ink is (see the module docstring)."""
     rng = np.random.Generator(np.random.PCG64(scene.seed))
-    image = np.asarray(_background(rng, scene.height, scene.width, background), dtype=np.float32)
+    image = np.asarray(_background(rng, scene.height, scene.width), dtype=np.float32)
     labels = np.zeros((scene.height, scene.width), dtype=np.uint8)
     for p in scene.digits:
         sprite = digit_sprite(p.digit, p.size)[..., None]
@@ -164,18 +162,15 @@ def render_scene(scene: Scene, background: float = 1.0) -> tuple[np.ndarray, np.
 #: scenes per split of the classification set
 SCENES_PER_SPLIT = {"train": 2500, "val": 300, "test": 600}
 #: digit sides per split: training also shows larger digits, which a model learns to tell
-#: apart first; validation and test keep the scenes' own 14 to 28 pixels
-SCENE_DIGIT_SIZES = {"train": (14, 44), "val": (14, 28), "test": (14, 28)}
+#: apart first; validation and test keep the scenes' own 20 to 32 pixels
+SCENE_DIGIT_SIZES = {"train": (20, 44), "val": (20, 32), "test": (20, 32)}
 #: the canvas of the classification set's scenes
 SCENE_SIZE = 64
-#: epochs over which the training scenes' background gradient grows from black to its full
-#: colours (see :class:`DigitScenes`); validation and test always show it in full
-BACKGROUND_RAMP_EPOCHS = 5
 
 
 def scene_split(split: str, count: int | None = None) -> list[Scene]:
     """The one-digit scenes of the classification set's ``split`` (the first ``count``;
-    default :data:`SCENES_PER_SPLIT`): 64x64 canvases, digits of 14 to 28 pixels."""
+    default :data:`SCENES_PER_SPLIT`): 64x64 canvases, digits of :data:`SCENE_DIGIT_SIZES`."""
     if split not in SPLITS:
         raise DataError(f"digit_scenes has the splits {', '.join(SPLITS)}, not {split!r}")
     n = SCENES_PER_SPLIT[split] if count is None else count
@@ -188,41 +183,44 @@ class DigitScenes(ImageDataset):
     the transform crops and resizes them like any image (``size`` is not used: the model's
     ``img_size`` is the transform's).
 
-    The training split is a curriculum: in epoch ``e`` its background gradient has
-    ``min(1, e / background_ramp)`` of its colours (black in the first epoch), everything
-    else (clutter, digit, place, size, colour) as in the full scene. The gradient's random
-    colour is, to a model from scratch, by far the loudest thing in a scene: in a fresh
-    small Swin (the ``scenes_demo`` model) changing the digit moves the pooled features
-    about 1 % as much as changing the scene around it, about 20 % on a black canvas. On the
-    full scenes from the start that model stayed at chance for 13 epochs; with the ramp its
-    training loss starts to fall in the ramp's last epochs."""
+    ``fresh`` (default: the training split) redraws every scene in every epoch: sample ``i``
+    keeps its digit image, so its class, but gets a new place, size and colour among new
+    clutter, seeded by the data set's seed, the epoch and ``i`` (the same on every machine
+    and after a resume). 2500 digits' worth of scenes then never repeat, which a model from
+    a few thousand images needs: on the same 2500 scenes every epoch it learns them by heart.
+    ``boxes`` are those of the fixed scenes (``fresh=False``), what the pointing game uses."""
 
     def __init__(self, split: str = "train", size: int = SCENE_SIZE, transform: Transform | None = None,
-                 seed: int = 0, count: int | None = None, background_ramp: int | None = None) -> None:
+                 seed: int = 0, count: int | None = None, fresh: bool | None = None) -> None:
         super().__init__(transform, seed)
         self.split = split
         self.scenes = scene_split(split, count)
+        self.fresh = split == "train" if fresh is None else fresh
         self.targets = [s.digits[0].label for s in self.scenes]
         self.boxes = [s.digits[0].box for s in self.scenes]
         self.classes = [str(c) for c in range(10)]
-        ramp = (BACKGROUND_RAMP_EPOCHS if split == "train" else 0) if background_ramp is None else background_ramp
-        if ramp < 0:
-            raise DataError(f"background_ramp is a number of epochs (0 for none), not {ramp}")
-        self.background_ramp = ramp
-        self._full: dict[int, np.ndarray] = {}  # rendered full scenes: drawing one costs more than a crop
+        self._full: dict[int, np.ndarray] = {}  # rendered fixed scenes: drawing one costs more than a crop
 
-    def background(self) -> float:
-        """The strength of the background gradient in the current epoch (1: the full scene)."""
-        return 1.0 if self.background_ramp == 0 else min(1.0, self.epoch / self.background_ramp)
+    def scene(self, index: int) -> Scene:
+        """Scene ``index`` as drawn in the current epoch: with ``fresh``, its digit (the same
+        image, so the same class) at a new place, size and colour among new clutter."""
+        scene = self.scenes[index]
+        if not self.fresh:
+            return scene
+        rng = np.random.Generator(np.random.PCG64([self.seed, self.epoch, index, SEED]))
+        lo, hi = SCENE_DIGIT_SIZES[self.split]
+        size = int(rng.integers(lo, hi + 1))
+        y, x = (int(v) for v in rng.integers(0, SCENE_SIZE - size + 1, 2))
+        d = scene.digits[0]
+        return Scene(scene.height, scene.width, (PlacedDigit(d.digit, d.label, y, x, size),), int(rng.integers(2**31)))
 
     def load(self, index: int) -> Image.Image:
-        strength = self.background()
-        if strength < 1.0:
-            return Image.fromarray(render_scene(self.scenes[index], strength)[0])
+        if self.fresh:
+            return Image.fromarray(render_scene(self.scene(index))[0])
         if index not in self._full:
             self._full[index] = render_scene(self.scenes[index])[0]
         return Image.fromarray(self._full[index])
 
     def describe(self, index: int) -> str:
-        d = self.scenes[index].digits[0]
+        d = self.scene(index).digits[0]
         return f"digit_scenes:{self.split}[{index}] (digit {d.label}, scikit-learn index {d.digit}, box {d.box})"

@@ -108,6 +108,17 @@ def _swin_layer(model, input_size: Sequence[int]) -> str:
     for i in range(len(model.layers)):
         if min(swin_stage_grid(model, input_size, i)[-2:]) >= MIN_CAM_SIDE:
             stage = i
+    return swin_stage_layer(model, stage)
+
+
+def swin_stage_layers(model) -> list[str]:
+    """The CAM layer of every stage of a Swin (2D or video, V1 or V2), finest first: what
+    :func:`default_layer` chooses among."""
+    return [swin_stage_layer(model, stage) for stage in range(len(model.layers))]
+
+
+def swin_stage_layer(model, stage: int) -> str:
+    """Stage ``stage``'s CAM layer: its last block's ``norm2`` (Swin V2: the block's output)."""
     block = _last(model.layers[stage], "blocks")
     if getattr(model.layers[stage].blocks[-1], "post_norm", False):
         # Swin V2's norm2 normalises the MLP branch only (x + norm2(mlp(x))): the block's
