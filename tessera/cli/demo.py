@@ -9,7 +9,7 @@ checks with Grad-CAM that the model looks at the digit (the pointing game: the s
 scenes whose Grad-CAM peak falls in the digit's box). The model first learns the plain
 digits (the ``demo`` recipe, in ``RUN/pretrain``) and starts the scenes from those weights;
 overrides ``pretrain.KEY=VALUE`` change that first stage only, ``model.args.KEY=VALUE``
-both. About six minutes of one CPU core.
+both. About five minutes of CPU time.
 
 ``tessera demo --video``: the same for a small Video Swin on the built-in moving digits
 (digits moving in one of 8 directions; the class is the direction, which no single frame
