@@ -57,22 +57,18 @@ def write_samples(folder: Path, size: int, count: int = 6) -> list[tuple[Path, s
     """A few test digits as PNG files (what ``tessera predict`` and ``tessera explain`` take)."""
     from ..data.digits import Digits
 
-    test = Digits("test", size=size)
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i in range(count):
-        index = i * (len(test) // count)
-        path = folder / f"test_{index:03d}.png"
-        test.load(index).save(path)
-        out.append((path, test.classes[test.targets[index]]))
-    return out
+    return write_image_samples(Digits("test", size=size), folder, count)
 
 
 def write_scene_samples(folder: Path, count: int = 6) -> list[tuple[Path, str]]:
     """A few test scenes as PNG files."""
     from ..data.digit_scenes import DigitScenes
 
-    test = DigitScenes("test")
+    return write_image_samples(DigitScenes("test"), folder, count)
+
+
+def write_image_samples(test, folder: Path, count: int) -> list[tuple[Path, str]]:
+    """``count`` images spread over the image set ``test`` as PNG files, with their class names."""
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i in range(count):
