@@ -10,7 +10,7 @@ import tessera
 from tessera.explain import capture_attention, default_layer, grad_cam, reference_path
 from tessera.explain.attention import block_window_order, window_attention
 from tessera.explain.rollout import attention_rollout
-from tessera.explain.targets import ExplainError, token_grid
+from tessera.explain.targets import ExplainError, swin_block_layers, swin_stage_layers, token_grid
 
 SWIN = dict(embed_dim=16, depths=(2, 2), num_heads=(2, 2), window_size=4, img_size=32, num_classes=4)
 VIDEO = dict(embed_dim=16, depths=(2, 2), num_heads=(2, 2), window_size=(2, 4, 4), num_classes=4)
@@ -79,6 +79,19 @@ def test_swin_v2_default_layer_is_the_last_blocks_output():
     model = build("swinv2_t", SWIN)
     assert default_layer(model, (32, 32)) == "layers.0.blocks.1"
     assert default_layer(build("swin_t", SWIN), (32, 32)) == "layers.0.blocks.1.norm2"
+
+
+def test_swin_cam_layers_of_every_block_and_stage():
+    """The pointing game's candidates: every block's layer, finest first, a stage's last one
+    being that stage's layer; they name modules of the model (V1: norm2; V2: the block)."""
+    v1 = build("swin_t", {**SWIN, "depths": (2, 1)})
+    assert swin_block_layers(v1) == ["layers.0.blocks.0.norm2", "layers.0.blocks.1.norm2", "layers.1.blocks.0.norm2"]
+    assert swin_stage_layers(v1) == ["layers.0.blocks.1.norm2", "layers.1.blocks.0.norm2"]
+    v2 = build("swinv2_t", SWIN)
+    assert swin_block_layers(v2) == ["layers.0.blocks.0", "layers.0.blocks.1", "layers.1.blocks.0", "layers.1.blocks.1"]
+    video = build("video_swin_t", VIDEO)
+    names = dict(video.named_modules())
+    assert all(name in names for name in swin_block_layers(video)) and len(swin_block_layers(video)) == 4
 
 
 def test_cam_is_the_definition_at_a_named_layer():

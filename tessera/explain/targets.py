@@ -117,14 +117,26 @@ def swin_stage_layers(model) -> list[str]:
     return [swin_stage_layer(model, stage) for stage in range(len(model.layers))]
 
 
+def swin_block_layers(model) -> list[str]:
+    """The CAM layer of every block of a Swin, finest first (a stage's last one is its
+    :func:`swin_stage_layer`)."""
+    return [swin_block_layer(model, stage, block) for stage in range(len(model.layers))
+            for block in range(len(model.layers[stage].blocks))]
+
+
 def swin_stage_layer(model, stage: int) -> str:
     """Stage ``stage``'s CAM layer: its last block's ``norm2`` (Swin V2: the block's output)."""
-    block = _last(model.layers[stage], "blocks")
-    if getattr(model.layers[stage].blocks[-1], "post_norm", False):
+    return swin_block_layer(model, stage, len(model.layers[stage].blocks) - 1)
+
+
+def swin_block_layer(model, stage: int, block: int) -> str:
+    """The CAM layer of block ``block`` of stage ``stage``: its ``norm2`` (Swin V2: the
+    block's output)."""
+    if getattr(model.layers[stage].blocks[block], "post_norm", False):
         # Swin V2's norm2 normalises the MLP branch only (x + norm2(mlp(x))): the block's
         # output, the stream itself, is its counterpart of V1's normalised stream
-        return f"layers.{stage}.{block}"
-    return f"layers.{stage}.{block}.norm2"
+        return f"layers.{stage}.blocks.{block}"
+    return f"layers.{stage}.blocks.{block}.norm2"
 
 
 def _swin_stride(model, name: str) -> tuple[int, ...]:
