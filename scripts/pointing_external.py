@@ -3,16 +3,20 @@ of tessera's own scene or video generators: other canvases, other clutter, other
 digits resized another way. Only scikit-learn's held-out digits are shared (the digits'
 test split, so that the model has never seen them).
 
-    .venv/bin/python scripts/pointing_external.py runs/demo          # image scenes
+    .venv/bin/python scripts/pointing_external.py runs/scenes_demo   # image scenes
     .venv/bin/python scripts/pointing_external.py runs/video_demo    # moving digits
 
-Prints the share of samples (frames for video) whose Grad-CAM peak for the true class lies
-inside the digit's box, and within the game's tolerance of it (15 px at 224).
+Prints the share of samples (frames for video) whose CAM peak for the true class lies inside
+the digit's box, and within the game's tolerance of it (15 px at 224). The CAM is the one
+the demo chose on its validation split (``pointing.json`` in the run: method and layer),
+unless ``--method`` or ``--layer`` say otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -77,12 +81,14 @@ def external_scenes(count: int, seed: int, size: int = 72) -> list[tuple[Image.I
 
 
 def external_videos(count: int, seed: int, info: dict, height: int = 32, width: int = 40, frames: int = 24,
-                    speed: int = 2):
+                    speed: int | None = None):
     """``(frames, class, frame -> boxes)``: a held-out digit moving in a straight line (no
     wrap-around: it leaves the canvas instead) over faint noise, placed so that it is whole
     in the clip the model's validation takes (the middle ``clip_len`` frames)."""
-    from tessera.data.moving_digits import CLASSES, DIRECTIONS  # what each class means: (dy, dx) per frame
+    from tessera.data.moving_digits import CLASSES, DIRECTIONS, SPEED  # what a class means: (dy, dx) per frame
     from tessera.data.video.io import FrameArray
+
+    speed = SPEED if speed is None else speed  # pixels per frame: the classes' own speed
 
     rng = np.random.default_rng(seed)
     clip = info["data"]["clip_len"] * info["data"].get("frame_interval", 1)
@@ -122,16 +128,21 @@ def main() -> None:
     parser.add_argument("run", help="a run directory of tessera demo (image or --video)")
     parser.add_argument("--count", type=int, default=600, help="scenes or videos (default 600, 360 for video)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--method", choices=("gradcam", "gradcam++"), help="default: the run's pointing.json, else gradcam")
+    parser.add_argument("--layer", help="default: the run's pointing.json, else the family's CAM layer")
     args = parser.parse_args()
     model, info = load_trained_model(args.run)
+    chosen = Path(args.run) / "pointing.json"
+    chosen = json.loads(chosen.read_text()) if chosen.is_file() else {}
+    cam = {"method": args.method or chosen.get("method", "gradcam"), "layer": args.layer or chosen.get("layer")}
     if info["data"].get("kind") == "video":
         result = pointing_game_clips(model, info, external_videos(args.count if args.count != 600 else 360, args.seed,
-                                                                  info))
+                                                                  info), **cam)
         what = "moving digits drawn here"
     else:
-        result = pointing_game_images(model, info, external_scenes(args.count, args.seed))
+        result = pointing_game_images(model, info, external_scenes(args.count, args.seed), **cam)
         what = "digit scenes drawn here"
-    print(f"{what}: Grad-CAM peak inside the digit's box for {result.accuracy(0):.1f} % of {len(result.distances)} "
+    print(f"{what}: {cam['method']} ({cam['layer'] or 'default layer'}) peak inside the digit's box for {result.accuracy(0):.1f} % of {len(result.distances)} "
           f"{result.unit}s, within {result.tolerance} px for {result.accuracy():.1f} %; top-1 {result.top1:.1f} %")
 
 

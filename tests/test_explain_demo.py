@@ -22,12 +22,16 @@ def test_demo_prints_the_pointing_game_and_writes_explained_samples(tmp_path, ca
     assert scenes["model"]["pretrained"] == str(out / "pretrain" / "best.safetensors")
     pointing = json.loads((out / "pointing.json").read_text())
     assert pointing["unit"] == "image" and pointing["count"] == 600 and pointing["tolerance"] == 4
-    # the layer is the stage (of two) that pointed best on the validation scenes
+    # the method and the layer are those (of two methods, two stages) that pointed best on
+    # the validation scenes
     on_val = pointing["validation_inside_the_box"]
-    assert sorted(on_val) == ["layers.0.blocks.0.norm2", "layers.1.blocks.0.norm2"]
-    assert on_val[pointing["layer"]] == max(on_val.values())
+    assert sorted(on_val) == ["gradcam", "gradcam++"]
+    assert all(sorted(v) == ["layers.0.blocks.0.norm2", "layers.1.blocks.0.norm2"] for v in on_val.values())
+    assert on_val[pointing["method"]][pointing["layer"]] == max(f for v in on_val.values() for f in v.values())
     assert 0 <= pointing["inside_the_box"] <= pointing["pointing_game"] <= 100
     assert pointing["hits_inside"] == round(pointing["inside_the_box"] * 6)
     assert f"falls inside the digit's box for {pointing['inside_the_box']:.1f} % of 600 held-out images" in printed
+    # the explained samples use the chosen method and layer
     explained = sorted(p.name for p in (out / "explained").iterdir())
-    assert explained == ["test_000.gradcam.png", "test_100.gradcam.png"]
+    assert explained == [f"test_000.{pointing['method']}.png", f"test_100.{pointing['method']}.png"]
+    assert f"--method {pointing['method']} --layer {pointing['layer']}" in printed

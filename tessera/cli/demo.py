@@ -5,17 +5,19 @@ minute on two CPU cores.
 
 ``tessera demo --scenes``: a small Swin learns which handwritten digit lies, at a random
 place and scale, on a cluttered canvas (the built-in digit scenes); besides its accuracy it
-checks with Grad-CAM that the model looks at the digit (the pointing game: the share of test
-scenes whose Grad-CAM peak falls in the digit's box). The model first learns the plain
-digits (the ``demo`` recipe, in ``RUN/pretrain``) and starts the scenes from those weights;
-overrides ``pretrain.KEY=VALUE`` change that first stage only, ``model.args.KEY=VALUE``
-both. About five minutes of CPU time.
+checks that the model looks at the digit (the pointing game: the share of test scenes whose
+CAM peak falls in the digit's box, with the CAM, Grad-CAM or Grad-CAM++ at one block, that
+points best on the validation scenes). The model first learns the plain digits (the
+``demo`` recipe, in ``RUN/pretrain``) and starts the scenes from those weights; overrides
+``pretrain.KEY=VALUE`` change that first stage only, ``model.args.KEY=VALUE`` both. About
+six minutes of CPU time.
 
 ``tessera demo --video``: the same for a small Video Swin on the built-in moving digits
 (digits moving in one of 8 directions; the class is the direction, which no single frame
-shows): trained from scratch, tested with 2 clips x 3 crops per video, its Grad-CAM checked
-against the digit's box in every frame of the test clips, a few test videos written as
-mp4 files, explained (frame strips and animations) and classified from those files.
+shows): trained from scratch, tested with 2 clips x 3 crops per video, its CAM checked
+against the digit's box in every frame of the test clips (chosen as for the scenes), a few
+test videos written as mp4 files, explained (frame strips and animations) and classified
+from those files. About ten minutes of CPU time.
 
 ``tessera demo --segmentation``: UperNet on a small Swin learns to segment the built-in
 digit scenes (digits at random places and sizes on a cluttered canvas; background and ten
@@ -153,37 +155,50 @@ def _run_segmentation(args: argparse.Namespace, start: float, cpu_start: float) 
     return 0
 
 
-def explain_samples(model, info, samples: list[tuple[Path, str]], folder: Path) -> list[dict]:
-    """Grad-CAM of the samples' files, pictures written into ``folder`` (as ``tessera explain``)."""
+def explain_samples(model, info, samples: list[tuple[Path, str]], folder: Path, method: str = "gradcam",
+                    layer: str | None = None) -> list[dict]:
+    """The CAM (``method`` at ``layer``, default the family's layer) of the samples' files,
+    pictures written into ``folder`` (as ``tessera explain``)."""
     import shutil
 
     from ..explain.files import ExplainSettings, explain_file
 
     shutil.rmtree(folder, ignore_errors=True)
-    return [explain_file(model, info, path, folder, ExplainSettings()) for path, _ in samples]
+    settings = ExplainSettings(method=method, layer=layer)
+    return [explain_file(model, info, path, folder, settings) for path, _ in samples]
 
 
 def pointing_game(model, info, video: bool, out: Path):
-    """The pointing game on the held-out test split, written to ``pointing.json``, at the CAM
-    layer (one per Swin stage) that points best on the validation split: which stage's map
-    is sharp enough depends on how large the evidence is against the input, so it is chosen
-    like any other setting, on held-out data that the figure is not measured on."""
+    """The pointing game on the held-out test split, written to ``pointing.json``, with the
+    CAM (Grad-CAM or Grad-CAM++, at the ``norm2`` of one Swin block) that points best on the
+    validation split. Which block's map is sharp enough depends on how large the evidence is
+    against the input, and Grad-CAM++ weighs the positive gradients where Grad-CAM averages
+    them all, which moves the peak when the evidence is small; both are chosen like any other
+    setting, on held-out data that the figure is not measured on.
+    Returns ``(result, method, layer)``."""
     import json
 
     from ..atomic import write_text_atomic
+    from ..explain.cam import METHODS
     from ..explain.pointing import moving_digits_pointing_game, scenes_pointing_game
-    from ..explain.targets import swin_stage_layers
+    from ..explain.targets import swin_block_layers
 
     play = moving_digits_pointing_game if video else scenes_pointing_game
-    on_val = {layer: play(model, info, "val", layer=layer) for layer in swin_stage_layers(model)}
-    layer = max(on_val, key=lambda name: (on_val[name].accuracy(0), on_val[name].accuracy()))
-    result = play(model, info, "test", layer=layer)
+    on_val = {(method, layer): play(model, info, "val", method=method, layer=layer)
+              for method in METHODS for layer in swin_block_layers(model)}
+    method, layer = max(on_val, key=lambda c: (on_val[c].accuracy(0), on_val[c].accuracy()))
+    result = play(model, info, "test", method=method, layer=layer)
     write_text_atomic(out / "pointing.json", json.dumps(
-        {"method": "gradcam", "layer": layer, "unit": result.unit, "count": len(result.distances),
+        {"method": method, "layer": layer, "unit": result.unit, "count": len(result.distances),
          "tolerance": result.tolerance, "pointing_game": result.accuracy(), "hits": result.hits(),
          "inside_the_box": result.accuracy(0), "hits_inside": result.hits(0), "top1": result.top1,
-         "validation_inside_the_box": {name: r.accuracy(0) for name, r in on_val.items()}}, indent=2) + "\n")
-    return result, layer
+         "validation_inside_the_box": {m: {name: r.accuracy(0) for (m2, name), r in on_val.items() if m2 == m}
+                                       for m in METHODS}}, indent=2) + "\n")
+    return result, method, layer
+
+
+#: how the demo names each CAM method in what it prints
+CAM_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
 
 
 def split_pretrain_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
@@ -267,22 +282,26 @@ def run(args: argparse.Namespace) -> int:
         pattern = "samples/*.png"
         evaluate = "digits"
         evidence = None  # a digit fills its whole image: nothing for the pointing game to tell
+    method, layer = "gradcam", None
     if evidence is not None:
-        result, layer = pointing_game(model, info, args.video, out)
-        print(f"pointing game: the Grad-CAM peak ({layer}, the stage that points best on the validation split) "
+        result, method, layer = pointing_game(model, info, args.video, out)
+        print(f"pointing game: the {CAM_NAMES[method]} peak ({layer}; the method and layer that point best on the "
+              f"validation split) "
               f"of the true class falls inside {evidence} for "
               f"{result.accuracy(0):.1f} % of {len(result.distances)} held-out {result.unit}s, within "
               f"{result.tolerance} px of it (15 px at 224) for {result.accuracy():.1f} % ({out / 'pointing.json'})")
     for (path, truth), top in zip(samples, predictions):
         guesses = ", ".join(f"{c} ({p:.2f})" for c, p in top)
         print(f"  {path}: true {truth}, predicted {guesses}")
-    explained = explain_samples(model, info, samples[: args.explained], out / "explained")
+    explained = explain_samples(model, info, samples[: args.explained], out / "explained", method, layer)
     if explained:
-        print(f"explained (Grad-CAM of the top-1 class): {', '.join(o for e in explained for o in e['outputs'])}")
+        print(f"explained ({CAM_NAMES[method]} of the top-1 class{f', {layer}' if layer else ''}): "
+              f"{', '.join(o for e in explained for o in e['outputs'])}")
     print(f"took {time.perf_counter() - start:.0f} s ({time.process_time() - cpu_start:.0f} s of CPU time "
           f"in this process). Next:")
     print(f"  tessera evaluate --checkpoint {out} --data {evaluate}        # per-class accuracy, confusion matrix")
     print(f"  tessera predict --checkpoint {out} {out}/{pattern}    # any {'video' if args.video else 'image'} files")
-    print(f"  tessera explain --checkpoint {out} {out}/{pattern}    # Grad-CAM; --method gradcam++, attention")
+    shown = f" --method {method}" + (f" --layer {layer}" if layer else "")
+    print(f"  tessera explain --checkpoint {out} {out}/{pattern}{shown}    # also --method attention, rollout")
     print(f"  curves: {out}/curves.png   metrics: {out}/metrics.jsonl")
     return 0
