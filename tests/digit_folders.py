@@ -13,7 +13,8 @@ TINY = ["model.args.embed_dim=16", "model.args.depths=[2,2]", "model.args.num_he
 
 #: the same for a Video Swin
 VIDEO_TINY = ["model.args.embed_dim=16", "model.args.depths=[2,2]", "model.args.num_heads=[1,2]",
-              "model.args.window_size=[2,4,4]", "data.batch_size=8", "schedule.epochs=1", "schedule.warmup_epochs=0"]
+              "model.args.window_size=[2,4,4]", "model.args.patch_size=[2,4,4]", "data.batch_size=8", "schedule.epochs=1",
+              "schedule.warmup_epochs=0"]
 
 
 def write_digit_folder(root: Path, classes=("0", "1", "7"), per_class=16, split="train") -> Path:

@@ -393,7 +393,7 @@ def test_no_single_frame_tells_the_direction():
     for t in (0, 7, NUM_FRAMES - 1):
         stats = [np.sort(videos[labels == c, t].reshape(-1)) for c in range(8)]
         assert all(np.array_equal(s, stats[0]) for s in stats)
-    # the digit moves 2 pixels per frame in the class's direction
+    # the digit moves SPEED pixels per frame in the class's direction
     for m, video in zip(motions[::23], videos[::23]):
         dy, dx = DIRECTIONS[CLASSES[m.label]]
         assert np.array_equal(video[5], np.roll(video[4], (SPEED * dy, SPEED * dx), axis=(0, 1)))
