@@ -46,8 +46,12 @@ def setup(device: str = "auto") -> DistInfo:
     return DistInfo(rank, world, local_rank, local_world, dev)
 
 
-def cleanup(info: DistInfo) -> None:
+def cleanup(info: DistInfo, synchronise: bool = False) -> None:
+    """Tear the process group down, after a barrier with ``synchronise`` (every process
+    must then reach it)."""
     if info.distributed and dist.is_initialized():
+        if synchronise:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -555,6 +555,7 @@ class Trainer:
             skipped = sum(summary["skipped_samples"].values())
             if skipped:
                 self._print(f"skipped {skipped} unreadable samples in all (each reported above)")
+        self._finished = True
         return summary
 
     def test(self) -> dict[str, Any]:
@@ -587,4 +588,8 @@ class Trainer:
     def close(self) -> None:
         if getattr(self, "_threads_before", None):
             torch.set_num_threads(self._threads_before)  # the recipe's threads were for this run only
-        distributed.cleanup(self.info)
+        # after a run that ended well, every process waits for the others before the process
+        # group is torn down: a process that leaves first closes its connections under one
+        # still finishing its last collective (gloo then aborts it). After an error, no wait:
+        # the others may never come.
+        distributed.cleanup(self.info, synchronise=getattr(self, "_finished", False))
