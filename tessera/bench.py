@@ -98,8 +98,11 @@ def matmul_rates(dtype: torch.dtype, device: torch.device, n: int = 2048, iters:
     return rates
 
 
-def make_step(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, train: bool) -> Callable[[], None]:
-    """One timed unit of work: a forward pass, or forward + backward + AdamW step."""
+def make_step(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, train: bool,
+              optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.AdamW) -> Callable[[], None]:
+    """One timed unit of work: a forward pass, or forward + backward + an AdamW step made by
+    ``optimizer`` (each library's own: tessera's trainer uses :func:`tessera.backends.optim.adamw`,
+    the peers' ``torch.optim.AdamW`` as they make it)."""
     device = x.device
     autocast = (
         torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
@@ -114,7 +117,7 @@ def make_step(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, train: bool
         return infer
 
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = optimizer(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16 and device.type == "cuda")
     target = torch.zeros(x.shape[0], dtype=torch.long, device=device)
 
@@ -218,7 +221,11 @@ def benchmark(
     if compile:
         runners = {k: torch.compile(m) for k, m in runners.items()}
     dtypes = {k: DTYPES[peer_dtype] if peer_dtype and k != "tessera" else torch_dtype for k in runners}
-    fns = {k: make_step(m, x, dtypes[k], train) for k, m in runners.items()}
+    from .backends.optim import adamw
+
+    # each library's own optimizer: tessera's (also for its model in another dtype), the peers'
+    optimizers = {k: adamw if k == "tessera" or peer_dtype else torch.optim.AdamW for k in runners}
+    fns = {k: make_step(m, x, dtypes[k], train, optimizers[k]) for k, m in runners.items()}
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     timings = time_rounds(fns, dev, warmup, iters, rounds, input_shape[0])

@@ -21,12 +21,18 @@ it; ``optim.param_groups=standard`` gives what the config meant (plus no decay o
 ``norm``: every parameter whose name contains one of them (the LayerNorms, the pyramid's
 ``norm{i}``) has no decay; everything else, biases and the heads' BatchNorms (``.bn.``)
 included, has the full decay. ``all`` decays every parameter (Swin-Unet's SGD).
+
+AdamW runs PyTorch's fused kernel (one pass over each parameter for the whole update) where
+it has one for the parameters' device and dtype; else its for-loop implementation, which
+makes about ten passes (:func:`tessera.backends.optim.adamw`).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from ..backends.optim import adamw
 
 from .recipe import Recipe
 
@@ -112,5 +118,4 @@ def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
         g.pop("param_names")
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=scaled_lr(o.lr, recipe), momentum=o.momentum, weight_decay=o.weight_decay)
-    return torch.optim.AdamW(groups, lr=scaled_lr(o.lr, recipe), betas=o.betas, eps=o.eps,
-                             weight_decay=o.weight_decay)
+    return adamw(groups, lr=scaled_lr(o.lr, recipe), betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
