@@ -128,7 +128,8 @@ def main() -> None:
     parser.add_argument("run", help="a run directory of tessera demo (image or --video)")
     parser.add_argument("--count", type=int, default=600, help="scenes or videos (default 600, 360 for video)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--method", choices=("gradcam", "gradcam++"), help="default: the run's pointing.json, else gradcam")
+    parser.add_argument("--method", choices=("gradcam", "gradcam++"),
+                        help="default: the run's pointing.json, else gradcam")
     parser.add_argument("--layer", help="default: the run's pointing.json, else the family's CAM layer")
     args = parser.parse_args()
     model, info = load_trained_model(args.run)
@@ -142,8 +143,9 @@ def main() -> None:
     else:
         result = pointing_game_images(model, info, external_scenes(args.count, args.seed), **cam)
         what = "digit scenes drawn here"
-    print(f"{what}: {cam['method']} ({cam['layer'] or 'default layer'}) peak inside the digit's box for {result.accuracy(0):.1f} % of {len(result.distances)} "
-          f"{result.unit}s, within {result.tolerance} px for {result.accuracy():.1f} %; top-1 {result.top1:.1f} %")
+    print(f"{what}: {cam['method']} ({cam['layer'] or 'default layer'}) peak inside the digit's box for "
+          f"{result.accuracy(0):.1f} % of {len(result.distances)} {result.unit}s, within {result.tolerance} px for "
+          f"{result.accuracy():.1f} %; top-1 {result.top1:.1f} %")
 
 
 if __name__ == "__main__":

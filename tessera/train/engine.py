@@ -589,7 +589,7 @@ class Trainer:
         if getattr(self, "_threads_before", None):
             torch.set_num_threads(self._threads_before)  # the recipe's threads were for this run only
         # after a run that ended well, every process waits for the others before the process
-        # group is torn down: a process that leaves first closes its connections under one
-        # still finishing its last collective (gloo then aborts it). After an error, no wait:
-        # the others may never come.
+        # group is torn down: a process that leaves first can close its connections under one
+        # still finishing its last collective, which gloo may answer by aborting that
+        # process. After an error, no wait: the others may never come.
         distributed.cleanup(self.info, synchronise=getattr(self, "_finished", False))
