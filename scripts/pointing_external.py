@@ -133,8 +133,8 @@ def main() -> None:
     parser.add_argument("--layer", help="default: the run's pointing.json, else the family's CAM layer")
     args = parser.parse_args()
     model, info = load_trained_model(args.run)
-    chosen = Path(args.run) / "pointing.json"
-    chosen = json.loads(chosen.read_text()) if chosen.is_file() else {}
+    chosen_file = Path(args.run) / "pointing.json"
+    chosen = json.loads(chosen_file.read_text()) if chosen_file.is_file() else {}
     cam = {"method": args.method or chosen.get("method", "gradcam"), "layer": args.layer or chosen.get("layer")}
     if info["data"].get("kind") == "video":
         result = pointing_game_clips(model, info, external_videos(args.count if args.count != 600 else 360, args.seed,

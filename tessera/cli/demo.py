@@ -197,10 +197,6 @@ def pointing_game(model, info, video: bool, out: Path):
     return result, method, layer
 
 
-#: how the demo names each CAM method in what it prints
-CAM_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
-
-
 def split_pretrain_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
     """The scenes demo's overrides as ``(digits stage, scenes stage)``: ``pretrain.KEY=V``
     goes to the digits stage only; ``model.args.KEY=V`` to both, whose architectures must
@@ -229,6 +225,7 @@ def _train(name: str, test_root: str, overrides: list[str], out: Path) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..explain.files import METHOD_NAMES
     from ..train import load_trained_model, predict_images, predict_videos
 
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -285,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
     method, layer = "gradcam", None
     if evidence is not None:
         result, method, layer = pointing_game(model, info, args.video, out)
-        print(f"pointing game: the {CAM_NAMES[method]} peak ({layer}; the method and layer that point best on the "
+        print(f"pointing game: the {METHOD_NAMES[method]} peak ({layer}; the method and layer that point best on the "
               f"validation split) "
               f"of the true class falls inside {evidence} for "
               f"{result.accuracy(0):.1f} % of {len(result.distances)} held-out {result.unit}s, within "
@@ -295,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {path}: true {truth}, predicted {guesses}")
     explained = explain_samples(model, info, samples[: args.explained], out / "explained", method, layer)
     if explained:
-        print(f"explained ({CAM_NAMES[method]} of the top-1 class{f', {layer}' if layer else ''}): "
+        print(f"explained ({METHOD_NAMES[method]} of the top-1 class{f', {layer}' if layer else ''}): "
               f"{', '.join(o for e in explained for o in e['outputs'])}")
     print(f"took {time.perf_counter() - start:.0f} s ({time.process_time() - cpu_start:.0f} s of CPU time "
           f"in this process). Next:")
