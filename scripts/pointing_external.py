@@ -7,9 +7,11 @@ test split, so that the model has never seen them).
     .venv/bin/python scripts/pointing_external.py runs/video_demo    # moving digits
 
 Prints the share of samples (frames for video) whose CAM peak for the true class lies inside
-the digit's box, and within the game's tolerance of it (15 px at 224). The CAM is the one
-the demo chose on its validation split (``pointing.json`` in the run: method and layer),
-unless ``--method`` or ``--layer`` say otherwise.
+the digit's box, and within the game's tolerance of it (15 px at 224), for two boxes: the
+box around the digit's ink (stricter), and the square the digit was drawn in, which is what
+the built-in data's boxes are. The CAM is the one the demo chose on its validation split
+(``pointing.json`` in the run: method and layer), unless ``--method`` or ``--layer`` say
+otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from tessera.data.digits import digit_images, digits_split
+from tessera.explain.cam import METHODS
 from tessera.explain.pointing import pointing_game_clips, pointing_game_images
 from tessera.train import load_trained_model
 
@@ -42,9 +45,13 @@ def sprite(digit: np.ndarray, side: int) -> np.ndarray:
     return np.clip(np.asarray(img, dtype=np.float32) / 255.0, 0, 1)
 
 
-def ink_box(s: np.ndarray, x: int, y: int) -> tuple[int, int, int, int]:
+def ink_box(s: np.ndarray, x: int, y: int) -> list[tuple[int, int, int, int]]:
+    """The box around the ink of sprite ``s`` (part of one) drawn at ``(x, y)``: one box, or
+    none where no pixel holds ink."""
     rows, cols = np.nonzero(s.max(1) > INK)[0], np.nonzero(s.max(0) > INK)[0]
-    return x + int(cols[0]), y + int(rows[0]), x + int(cols[-1]) + 1, y + int(rows[-1]) + 1
+    if not len(rows):
+        return []
+    return [(x + int(cols[0]), y + int(rows[0]), x + int(cols[-1]) + 1, y + int(rows[-1]) + 1)]
 
 
 def cluttered_canvas(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -63,9 +70,10 @@ def cluttered_canvas(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(base + (np.asarray(clutter, np.float32) / 255.0)[..., None] * 0.8, 0, 1)
 
 
-def external_scenes(count: int, seed: int, size: int = 72) -> list[tuple[Image.Image, int, list]]:
-    """``(image, class, [box])``: one held-out digit of 22 to 36 pixels on a cluttered
-    ``size x size`` canvas (resized to the model's input by its evaluation crop)."""
+def external_scenes(count: int, seed: int, size: int = 72) -> list[tuple[Image.Image, int, dict]]:
+    """``(image, class, {"ink": [box], "square": [box]})``: one held-out digit of 22 to 36
+    pixels on a cluttered ``size x size`` canvas (resized to the model's input by its
+    evaluation crop)."""
     rng = np.random.default_rng(seed)
     out = []
     for digit, label in held_out_digits(rng, count):
@@ -76,13 +84,14 @@ def external_scenes(count: int, seed: int, size: int = 72) -> list[tuple[Image.I
         tint = rng.uniform(0.75, 1.0, 3)
         patch = canvas[y : y + side, x : x + side]
         canvas[y : y + side, x : x + side] = np.maximum(patch, s[..., None] * tint)
-        out.append((Image.fromarray(np.round(canvas * 255).astype(np.uint8)), label, [ink_box(s, x, y)]))
+        boxes = {"ink": ink_box(s, x, y), "square": [(x, y, x + side, y + side)]}
+        out.append((Image.fromarray(np.round(canvas * 255).astype(np.uint8)), label, boxes))
     return out
 
 
 def external_videos(count: int, seed: int, info: dict, height: int = 32, width: int = 40, frames: int = 24,
                     speed: int | None = None):
-    """``(frames, class, frame -> boxes)``: a held-out digit moving in a straight line (no
+    """``(frames, class, frame -> {"ink": boxes, "square": boxes})``: a held-out digit moving in a straight line (no
     wrap-around: it leaves the canvas instead) over faint noise, placed so that it is whole
     in the clip the model's validation takes (the middle ``clip_len`` frames)."""
     from tessera.data.moving_digits import CLASSES, DIRECTIONS, SPEED  # what a class means: (dy, dx) per frame
@@ -111,13 +120,11 @@ def external_videos(count: int, seed: int, info: dict, height: int = 32, width: 
             top, left = max(y, 0), max(x, 0)
             bottom, right = min(y + side, height), min(x + side, width)
             if top >= bottom or left >= right:
-                boxes[t] = []
+                boxes[t] = {"ink": [], "square": []}
                 continue
             part = s[top - y : bottom - y, left - x : right - x]
             video[t, top:bottom, left:right] = np.maximum(video[t, top:bottom, left:right], part)
-            rows, cols = np.nonzero(part.max(1) > INK)[0], np.nonzero(part.max(0) > INK)[0]
-            boxes[t] = [(left + int(cols[0]), top + int(rows[0]), left + int(cols[-1]) + 1,
-                         top + int(rows[-1]) + 1)] if len(rows) else []
+            boxes[t] = {"ink": ink_box(part, left, top), "square": [(left, top, right, bottom)]}
         rgb = np.repeat(np.round(video * 255).astype(np.uint8)[..., None], 3, axis=-1)
         out.append((FrameArray(rgb), label, lambda t, boxes=boxes: boxes[t]))
     return out
@@ -128,7 +135,7 @@ def main() -> None:
     parser.add_argument("run", help="a run directory of tessera demo (image or --video)")
     parser.add_argument("--count", type=int, default=600, help="scenes or videos (default 600, 360 for video)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--method", choices=("gradcam", "gradcam++"),
+    parser.add_argument("--method", choices=METHODS,
                         help="default: the run's pointing.json, else gradcam")
     parser.add_argument("--layer", help="default: the run's pointing.json, else the family's CAM layer")
     args = parser.parse_args()
@@ -136,16 +143,23 @@ def main() -> None:
     chosen_file = Path(args.run) / "pointing.json"
     chosen = json.loads(chosen_file.read_text()) if chosen_file.is_file() else {}
     cam = {"method": args.method or chosen.get("method", "gradcam"), "layer": args.layer or chosen.get("layer")}
-    if info["data"].get("kind") == "video":
-        result = pointing_game_clips(model, info, external_videos(args.count if args.count != 600 else 360, args.seed,
-                                                                  info), **cam)
+    video = info["data"].get("kind") == "video"
+    if video:
+        samples = external_videos(args.count if args.count != 600 else 360, args.seed, info)
         what = "moving digits drawn here"
     else:
-        result = pointing_game_images(model, info, external_scenes(args.count, args.seed), **cam)
+        samples = external_scenes(args.count, args.seed)
         what = "digit scenes drawn here"
-    print(f"{what}: {cam['method']} ({cam['layer'] or 'default layer'}) peak inside the digit's box for "
-          f"{result.accuracy(0):.1f} % of {len(result.distances)} {result.unit}s, within {result.tolerance} px for "
-          f"{result.accuracy():.1f} %; top-1 {result.top1:.1f} %")
+    print(f"{what}: {cam['method']} ({cam['layer'] or 'default layer'}) peak of the true class")
+    for box, name in (("ink", "the box around the digit's ink"), ("square", "the square the digit was drawn in")):
+        if video:
+            result = pointing_game_clips(model, info, [(frames, label, lambda t, boxes=boxes, box=box: boxes(t)[box])
+                                                       for frames, label, boxes in samples], **cam)
+        else:
+            result = pointing_game_images(model, info, [(image, label, boxes[box]) for image, label, boxes in samples],
+                                          **cam)
+        print(f"  inside {name}: {result.accuracy(0):.1f} % of {len(result.distances)} {result.unit}s, within "
+              f"{result.tolerance} px: {result.accuracy():.1f} %; top-1 {result.top1:.1f} %")
 
 
 if __name__ == "__main__":

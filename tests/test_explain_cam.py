@@ -9,6 +9,7 @@ from torch import nn
 import tessera
 from tessera.explain import capture_attention, default_layer, grad_cam, reference_path
 from tessera.explain.attention import block_window_order, window_attention
+from tessera.explain.cam import METHODS
 from tessera.explain.rollout import attention_rollout
 from tessera.explain.targets import ExplainError, swin_block_layers, swin_stage_layers, token_grid
 
@@ -65,7 +66,7 @@ def snapshot(model: nn.Module):
 def test_cam_of_every_family_at_its_default_layer(name, args, side):
     model = build(name, args)
     x = torch.randn(2, 3, side, side)
-    for method in ("gradcam", "gradcam++"):
+    for method in METHODS:
         out = grad_cam(model, x, method=method)
         assert out.layer == default_layer(model, (side, side))
         assert out.maps.shape == (2, side, side) and (out.maps >= 0).all() and torch.isfinite(out.maps).all()
@@ -114,6 +115,11 @@ def test_cam_is_the_definition_at_a_named_layer():
     # (pixel 3.5) the map is the corner cell's value
     corner = cam[:, 0, 0].detach()[:, None, None].expand(-1, 4, 4)
     torch.testing.assert_close(out.maps[:, :4, :4], corner, rtol=1e-4, atol=1e-7)
+    # LayerCAM: every position weighted by its own positive gradient, not the channel's mean
+    layer_cam = grad_cam(model, x, target=[0, 1, 2], layer="layers.1.blocks.1.norm2", method="layercam")
+    torch.testing.assert_close(layer_cam.raw, torch.relu((torch.relu(grad) * act).sum(-1)).detach(),
+                               rtol=1e-4, atol=1e-7)
+    assert not torch.allclose(layer_cam.raw, out.raw)
 
 
 @pytest.mark.parametrize("name, args, shape", [("swin_t", SWIN, (3, 32, 32)), ("video_swin_t", VIDEO, (3, 8, 32, 32)),

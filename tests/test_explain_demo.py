@@ -22,10 +22,10 @@ def test_demo_prints_the_pointing_game_and_writes_explained_samples(tmp_path, ca
     assert scenes["model"]["pretrained"] == str(out / "pretrain" / "best.safetensors")
     pointing = json.loads((out / "pointing.json").read_text())
     assert pointing["unit"] == "image" and pointing["count"] == 600 and pointing["tolerance"] == 4
-    # the method and the layer are those (of two methods, two stages) that pointed best on
+    # the method and the layer are those (of three methods, two stages) that pointed best on
     # the validation scenes
     on_val = pointing["validation_inside_the_box"]
-    assert sorted(on_val) == ["gradcam", "gradcam++"]
+    assert sorted(on_val) == ["gradcam", "gradcam++", "layercam"]
     assert all(sorted(v) == ["layers.0.blocks.0.norm2", "layers.1.blocks.0.norm2"] for v in on_val.values())
     assert on_val[pointing["method"]][pointing["layer"]] == max(f for v in on_val.values() for f in v.values())
     assert 0 <= pointing["inside_the_box"] <= pointing["pointing_game"] <= 100

@@ -170,11 +170,12 @@ def explain_samples(model, info, samples: list[tuple[Path, str]], folder: Path, 
 
 def pointing_game(model, info, video: bool, out: Path):
     """The pointing game on the held-out test split, written to ``pointing.json``, with the
-    CAM (Grad-CAM or Grad-CAM++, at the ``norm2`` of one Swin block) that points best on the
-    validation split. Which block's map is sharp enough depends on how large the evidence is
-    against the input, and Grad-CAM++ weighs the positive gradients where Grad-CAM averages
-    them all, which moves the peak when the evidence is small; both are chosen like any other
-    setting, on held-out data that the figure is not measured on.
+    CAM (Grad-CAM, Grad-CAM++ or LayerCAM, at the ``norm2`` of one Swin block) that points
+    best on the validation split. Which block's map is sharp enough depends on how large the
+    evidence is against the input, and the methods weigh the gradients differently (Grad-CAM
+    averages them per channel, Grad-CAM++ keeps the positive ones, LayerCAM keeps each
+    position's own), which moves the peak when the evidence is small; both are chosen like
+    any other setting, on held-out data that the figure is not measured on.
     Returns ``(result, method, layer)``."""
     import json
 

@@ -6,8 +6,10 @@ video, the validation clip): a PNG for images; for videos a strip of the clip's 
 
 Methods:
   gradcam, gradcam++  Grad-CAM / Grad-CAM++ of the class at the family's default layer
-                      (Swin: the last block's norm2 of the last stage with a map of 7 or
-                      more tokens a side; the ViT family: the last block's norm1) or --layer
+  layercam            (Swin: the last block's norm2 of the last stage with a map of 7 or
+                      more tokens a side; the ViT family: the last block's norm1) or --layer;
+                      LayerCAM weighs every position by its own gradient, which suits the
+                      fine maps of early layers (e.g. --layer layers.0.blocks.-1.norm2)
   rollout             attention rollout of the class token (ViT, DeiT, DeepViT, CaiT, CPVT, CeiT)
   attention           Swin: the attention of one query (--query) over its window, in block
                       --block of stage --stage, one --head or their mean
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from . import count
 
-METHODS = ("gradcam", "gradcam++", "rollout", "attention")
+METHODS = ("gradcam", "gradcam++", "layercam", "rollout", "attention")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,4 +1,5 @@
-"""Grad-CAM (Selvaraju et al., 2017) and Grad-CAM++ (Chattopadhay et al., 2018).
+"""Grad-CAM (Selvaraju et al., 2017), Grad-CAM++ (Chattopadhay et al., 2018) and LayerCAM
+(Jiang et al., 2021).
 
 A class's score (its logit) is differentiated with respect to the output ``A`` of one
 layer, laid out as a map ``(B, C, *grid)``; each channel is weighted by its gradient and the
@@ -7,7 +8,11 @@ weighted sum, through a ReLU, is the CAM:
 * Grad-CAM: ``w_c = mean over the grid of dS/dA_c``;
 * Grad-CAM++: ``w_c = sum over the grid of a_c * relu(dS/dA_c)`` with
   ``a_c = g^2 / (2 g^2 + sum(A_c) g^3)`` (``g = dS/dA_c``; zero where ``g`` is), the closed
-  form for an exponential of the score.
+  form for an exponential of the score;
+* LayerCAM: a weight per channel *and position*, ``w_c(p) = relu(dS/dA_c(p))``. A channel
+  then counts only where raising it raises the score, which keeps the fine maps of early
+  layers on the object: one averaged weight per channel (Grad-CAM) also lights up whatever
+  else that channel responds to, such as clutter that looks like a stroke.
 
 The model is not changed: it runs in eval mode on its reference path (both restored after),
 the gradient is taken with respect to the layer's output only (no parameter's ``.grad`` is
@@ -27,7 +32,7 @@ from torch import nn
 from .capture import evaluation, reference_path
 from .targets import ExplainError, family_of, layout_of, resolve_layer, to_map, upsample
 
-METHODS = ("gradcam", "gradcam++")
+METHODS = ("gradcam", "gradcam++", "layercam")
 
 
 @dataclass
@@ -107,7 +112,7 @@ def grad_cam(
             sample's top-1 class.
         layer: the layer to read (negative indices allowed); default the family's for this
             input size (:func:`tessera.explain.targets.default_layer`).
-        method: ``"gradcam"`` or ``"gradcam++"``.
+        method: ``"gradcam"``, ``"gradcam++"`` or ``"layercam"``.
 
     Returns: an :class:`Explanation` whose ``maps`` are ``(B, H, W)`` or ``(B, T, H, W)``.
     """
@@ -153,19 +158,21 @@ def grad_cam(
     grads = to_map(grads, layout, spatial, stride).float()
     if tuple(acts.shape[2:]) != tuple(grads.shape[2:]) or acts.dim() != x.dim():
         raise ExplainError(f"layer {name} gives no map of the input (output {tuple(activation.shape)})")
-    weights = _channel_weights(acts, grads, method)
-    raw = torch.relu((weights.view(*weights.shape, *[1] * (acts.dim() - 2)) * acts).sum(1))
+    raw = torch.relu((_weights(acts, grads, method) * acts).sum(1))
     maps = upsample(raw, size, stride)
     return Explanation(maps, raw, targets.detach(), logits.detach().float().softmax(1), method, name)
 
 
-def _channel_weights(acts: torch.Tensor, grads: torch.Tensor, method: str) -> torch.Tensor:
-    """``(B, C)`` channel weights from maps and gradients ``(B, C, *grid)``."""
+def _weights(acts: torch.Tensor, grads: torch.Tensor, method: str) -> torch.Tensor:
+    """The weights of the maps ``acts`` from their gradients (both ``(B, C, *grid)``):
+    ``(B, C, *grid)`` for LayerCAM, ``(B, C, 1, ...)`` (one per channel) otherwise."""
+    if method == "layercam":
+        return torch.relu(grads)
     dims = tuple(range(2, acts.dim()))
     if method == "gradcam":
-        return grads.mean(dims)
+        return grads.mean(dims, keepdim=True)
     g2, g3 = grads.pow(2), grads.pow(3)
     total = acts.sum(dims, keepdim=True)
     denominator = 2 * g2 + total * g3
     alpha = torch.where(denominator != 0, g2 / denominator.where(denominator != 0, torch.ones_like(g2)), 0.0)
-    return (alpha * torch.relu(grads)).sum(dims)
+    return (alpha * torch.relu(grads)).sum(dims, keepdim=True)

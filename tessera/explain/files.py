@@ -25,8 +25,8 @@ from .inputs import Prepared, prepare_clip, prepare_image
 from .overlay import animation_frames, explanation_figure, save_figure, strip_figure, write_animation
 from .targets import ExplainError, is_video_model
 
-METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "rollout": "attention rollout",
-                "attention": "window attention"}
+METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "layercam": "LayerCAM",
+                "rollout": "attention rollout", "attention": "window attention"}
 ALL_METHODS = tuple(METHOD_NAMES)
 
 
@@ -70,10 +70,10 @@ def explain_tensor(model: nn.Module, x: torch.Tensor, settings: ExplainSettings,
     """Dispatch to the method: an :class:`~tessera.explain.cam.Explanation` (or a
     :class:`~tessera.explain.attention.WindowAttentionMap` for ``attention``)."""
     from .attention import window_attention
-    from .cam import grad_cam
+    from .cam import METHODS, grad_cam
     from .rollout import attention_rollout
 
-    if settings.method in ("gradcam", "gradcam++"):
+    if settings.method in METHODS:
         return grad_cam(model, x, target=target, layer=settings.layer, method=settings.method)
     if settings.method == "rollout":
         if is_video_model(model):
