@@ -360,6 +360,21 @@ def test_video_augment_treats_every_frame_of_a_clip_alike():
     assert torch.allclose(flipped, plain.flip(-1))
 
 
+def test_pixel_noise_is_new_in_every_frame_at_one_level_per_clip_and_only_in_training():
+    torch.manual_seed(0)
+    clips = torch.full((64, 4, 16, 16, 3), 128, dtype=torch.uint8)  # mid-grey: no clamping
+    mean, std = (0.5,) * 3, (1.0,) * 3
+    noisy = VideoAugment(mean, std, train=True, noise=0.1)(clips)  # (B, C, T, H, W), 0 where no noise
+    assert VideoAugment(mean, std, noise=0.1)(clips).abs().max() < 0.01  # evaluation: none
+    frames = noisy.std(dim=(1, 3, 4))  # (B, T): the noise level of every frame
+    # one level per clip: its frames agree, and the clips' levels spread over [0, 0.1]
+    assert (frames.max(1).values - frames.min(1).values).max() < 0.01
+    levels = frames.mean(1)
+    assert levels.max() < 0.105 and levels.min() < 0.02 and levels.max() > 0.08
+    # new noise in every frame: consecutive frames differ
+    assert (noisy[:, :, 1:] - noisy[:, :, :-1]).abs().amax(dim=(1, 2, 3, 4)).min() > 0
+
+
 # ---------------------------------------------------------------------------------------
 # moving digits
 

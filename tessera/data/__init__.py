@@ -169,7 +169,7 @@ def build_image_augment(cfg: DataConfig, augment: AugmentConfig | None, mean, st
         return ImageAugment(mean, std, train=False)
     return ImageAugment(mean, std, train=True, randaugment_n=augment.randaugment_n,
                         randaugment_m=augment.randaugment_m, randaugment_groups=augment.randaugment_groups,
-                        color_jitter=augment.color_jitter, reprob=augment.reprob)
+                        color_jitter=augment.color_jitter, reprob=augment.reprob, noise=augment.noise)
 
 
 register_data_kind("image", DataKind(build_image_dataset, build_image_augment,

@@ -25,8 +25,8 @@ from torch import nn
 
 class ImageAugment(nn.Module):
     """``uint8 (B, 3, H, W) -> float32 (B, 3, H, W)``: ``[0, 1]``, then (training only)
-    RandAugment or colour jitter, then ``(x - mean) / std``, then (training only) random
-    erasing."""
+    RandAugment or colour jitter, and pixel noise of a level up to ``noise``, then
+    ``(x - mean) / std``, then (training only) random erasing."""
 
     def __init__(
         self,
@@ -38,11 +38,13 @@ class ImageAugment(nn.Module):
         randaugment_groups: int = 8,
         color_jitter: float = 0.0,
         reprob: float = 0.0,
+        noise: float = 0.0,
     ) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.train_mode = train
+        self.noise = noise if train else 0.0
         self.groups = max(1, randaugment_groups)
         self.randaugment = None
         self.jitter = None
@@ -54,6 +56,15 @@ class ImageAugment(nn.Module):
         if train and reprob > 0:
             self.erasing = K.RandomErasing(scale=(0.02, 1 / 3), ratio=(0.3, 3.3), value=0.0, p=reprob)
 
+    def _add_noise(self, x: torch.Tensor) -> torch.Tensor:
+        """Sensor-like noise on ``[0, 1]`` pixels, one level per sample (kornia's Gaussian
+        noise has one level for the batch): a model that never saw a noisy picture can
+        take noise for evidence, most of all a video model that looks for change."""
+        if not self.noise:
+            return x
+        level = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device) * self.noise
+        return (x + torch.randn_like(x) * level).clamp_(0.0, 1.0)
+
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float().div_(255.0)
@@ -61,6 +72,7 @@ class ImageAugment(nn.Module):
             x = torch.cat([self.randaugment(part) for part in x.chunk(self.groups)]).clamp_(0.0, 1.0)
         elif self.jitter is not None:
             x = self.jitter(x)
+        x = self._add_noise(x)
         x = (x - self.mean) / self.std
         if self.erasing is not None:
             # kornia picks the boxes (on a ones image erased to 0); the box gets noise
@@ -95,9 +107,10 @@ class VideoAugment(ImageAugment):
     alike: ``[0, 1]``, then (training only) a horizontal flip with probability ``hflip``
     and colour jitter (kornia's ``VideoSequential`` with ``same_on_frame``) or RandAugment
     (the operations and magnitudes drawn once per clip and applied to each of its frames,
-    which ``VideoSequential`` does not do for RandAugment), then ``(x - mean) / std``, then
-    (training only) random erasing: one box through all frames, filled with the same noise in each. RandAugment draws are
-    grouped as in :class:`ImageAugment` (``randaugment_groups`` groups of clips).
+    which ``VideoSequential`` does not do for RandAugment) and pixel noise (one level per
+    clip, new noise in every frame), then ``(x - mean) / std``, then (training only) random
+    erasing: one box through all frames, filled with the same noise in each. RandAugment
+    draws are grouped as in :class:`ImageAugment` (``randaugment_groups`` groups of clips).
 
     The official Something-Something v2 recipe applies imgaug's RandAugment with one draw
     per clip as well (mmaction2's ``Imgaug`` makes the draw deterministic over the frames).
@@ -133,6 +146,7 @@ class VideoAugment(ImageAugment):
             x = self._randaugment(x)
         elif self.jitter is not None:
             x = self.jitter(x)
+        x = self._add_noise(x)
         x = (x - self.mean.unsqueeze(-1)) / self.std.unsqueeze(-1)
         if self.erasing is not None:  # a still box of noise through the clip
             erased = self.erasing(torch.ones_like(x[:, :1])) == 0

@@ -129,6 +129,9 @@ class AugmentConfig:
     color_jitter: float = 0.4
     #: random erasing probability (per-pixel normal noise in the erased box)
     reprob: float = 0.25
+    #: pixel noise: each image (each clip) gets Gaussian noise of a standard deviation drawn
+    #: uniformly from [0, noise] in [0, 1] pixel units, new in every frame; 0 turns it off
+    noise: float = 0.0
     mixup: float = 0.8
     cutmix: float = 1.0
     mixup_prob: float = 1.0

@@ -74,7 +74,7 @@ def build_video_augment(cfg: DataConfig, augment: AugmentConfig | None, mean, st
         return VideoAugment(mean, std, train=False)
     return VideoAugment(mean, std, train=True, hflip=cfg.hflip, randaugment_n=augment.randaugment_n,
                         randaugment_m=augment.randaugment_m, randaugment_groups=augment.randaugment_groups,
-                        color_jitter=augment.color_jitter, reprob=augment.reprob)
+                        color_jitter=augment.color_jitter, reprob=augment.reprob, noise=augment.noise)
 
 
 register_data_kind("video", DataKind(build_video_dataset, build_video_augment, lambda cfg: {}, unit="clip"))
