@@ -275,7 +275,7 @@ def backend_notes(device: torch.device) -> list[str]:
     bf16, why = capability.native_bf16()
     lib = "built" if native.library() is not None else f"unavailable ({native.unavailable_reason()})"
     notes = [f"backend setting {backends.current()}; CPU tier {caps.tier}; native bf16 "
-             f"{'yes' if bf16 else 'no'} ({why}); native kernels {lib}"]
+             f"{'yes' if bf16 else 'no'} ({why}); native kernels {lib}", f"C allocator: {backends.memory.state()}"]
     rows = [r for r in backends.choices() if r["setting"] == str(backends.current())]
     return notes + ["chosen (op, call, choice, candidates):"] + backends.format_choices(rows, indent="    ")
 

@@ -4,6 +4,7 @@ explained; caches are bounded; bf16 autocast never falls into emulation."""
 
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -20,7 +21,7 @@ SMALL_2D = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), num_c
 SMALL_3D = dict(SMALL_2D, window_size=(2, 4, 4), head_drop_rate=0.0)
 
 #: every named implementation; forcing one uses it wherever it can take the call
-BACKENDS = ["auto", "window_order", "onednn", "native", "sdpa", "matmul"]
+BACKENDS = ["auto", "window_order", "onednn", "onednn_packed", "native", "sdpa", "matmul"]
 
 
 def _model(video: bool) -> nn.Module:
@@ -72,16 +73,17 @@ def test_training_gradients_equal_reference(backend, video, shape):
 
 
 def test_forced_backends_are_used_where_they_can_run():
+    dispatch.forget()  # only this test's calls: other tests' forced calls may have met grids it cannot take
     model = _model(False)
     x = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
-        for name in ("window_order", "native", "onednn"):
+        for name in ("window_order", "native", "onednn", "onednn_packed"):
             with backends.use(name):
                 model(x)
     rows = [r for r in backends.choices() if r["key"][0][2] == ""]  # fp32, no autocast
     chosen = {(r["op"], r["setting"]): r for r in rows}
     assert chosen[("swin_blocks", "window_order")]["choice"] == "window_order"
-    for op, name in (("window_attention", "native"), ("linear", "onednn")):
+    for op, name in (("window_attention", "native"), ("linear", "onednn"), ("linear", "onednn_packed")):
         row = chosen[(op, name)]
         # forced: the named implementation, unless this host lacks it, which the row says
         assert row["choice"] == name or isinstance(row["results"].get(name), str), row
@@ -375,6 +377,69 @@ def test_cached_entries_follow_their_parameters():
             expected = model(x)
     torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(before, after)
+
+
+@pytest.mark.skipif(not capability.host().onednn, reason="this torch build has no oneDNN")
+def test_packed_weights_follow_their_parameters():
+    """oneDNN's packed copy of a weight is rebuilt when the weight changes in place, and is
+    never used where gradients flow."""
+    model = _model(False)
+    x = torch.randn(1, 3, 64, 64)
+    with backends.use("onednn_packed"):
+        with torch.no_grad():
+            before = model(x)
+            model.layers[0].blocks[0].mlp.fc1.weight.mul_(-1.5)
+            after = model(x)
+            with backends.use("reference"):
+                expected = model(x)
+        rows = [r for r in backends.choices() if r["op"] == "linear" and r["setting"] == "onednn_packed"]
+        model.train()
+        model(x).sum().backward()
+    torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(before, after)
+    assert any(r["choice"] == "onednn_packed" for r in rows)
+    trained = [r for r in backends.choices() if r["op"] == "linear" and r["key"][0][3] == "grad"]
+    assert trained and all("inference only" in r["results"]["onednn_packed"] for r in trained)
+
+
+_MMAPPED = """
+import ctypes, json, torch
+from tessera import backends
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+def mmapped_by(size):
+    before = libc.mallinfo2().hblkhd
+    t = torch.empty(size, dtype=torch.uint8)
+    grown = libc.mallinfo2().hblkhd - before
+    del t
+    return grown
+out = {"default": mmapped_by(64 << 20)}
+with torch.inference_mode():
+    torch.nn.functional.gelu(backends.linear(torch.randn(4, 8), torch.randn(8, 8), None))  # the backends choose
+out["after"] = mmapped_by(64 << 20)
+out["state"] = backends.memory.state()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the allocator setting is for glibc")
+@pytest.mark.parametrize("setting", ["auto", "auto,-malloc"])
+def test_large_freed_blocks_are_kept_unless_malloc_is_excluded(setting):
+    """A 64 MiB tensor is mapped from the system by default; once the backends have chosen,
+    it comes from the heap (and its block stays there for the next one), unless the setting
+    says ``-malloc``."""
+    env = {**os.environ, "TESSERA_BACKEND": setting}
+    out = json.loads(subprocess.run([sys.executable, "-c", _MMAPPED], env=env, capture_output=True, text=True,
+                                    check=True).stdout)
+    assert out["default"] >= 64 << 20
+    if setting == "auto":
+        assert out["after"] == 0 and "keeps freed blocks" in out["state"]
+    else:
+        assert out["after"] >= 64 << 20 and out["state"].startswith("not changed")
+    with pytest.raises(ConfigError, match="only be excluded"):
+        backends.use("malloc")
 
 
 # ---------------------------------------------------------------------------------------

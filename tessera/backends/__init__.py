@@ -26,6 +26,7 @@ reference, times the rest and keeps the fastest, for this process and on disk.
 * :func:`clear_caches` -- drop the cached plans, biases and weight copies.
 * :mod:`capability` -- what this host has; :func:`capability.simulate` for tests.
 * :func:`precision_policy` -- bf16 autocast on a CPU without native bf16 computes in fp32.
+* :mod:`memory` -- large freed blocks kept for reuse by the C allocator (``-malloc``: not).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import threading
 
 import torch
 
-from . import capability
+from . import capability, memory
 from .attention import WindowBias, attention, window_attention
 from .cache import CACHE, cached_cast
 from .dispatch import Setting, choices, current, format_choices, ops, use
@@ -47,7 +48,8 @@ from .swin import swin_blocks
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "use", "current", "Setting", "choices", "format_choices", "ops", "clear_caches", "capability", "precision_policy",
+    "use", "current", "Setting", "choices", "format_choices", "ops", "clear_caches", "capability", "memory",
+    "precision_policy",
     "linear", "attention", "window_attention", "WindowBias", "layer_norm_for_matmul", "swin_blocks",
     "cached_cast", "CACHE",
 ]

@@ -20,7 +20,8 @@ Probing forks the random number generator, so it never changes what a training r
 
 What runs is set by :func:`use`: ``"auto"`` (measure, the default), ``"reference"`` (every op
 its reference), a candidate's name (that candidate wherever it can run, the reference
-elsewhere), optionally followed by exclusions: ``"auto,-native"``. The environment variable
+elsewhere), optionally followed by exclusions: ``"auto,-native"``; ``-malloc`` leaves the C
+allocator as it is (:mod:`tessera.backends.memory`). The environment variable
 ``TESSERA_BACKEND`` sets the starting value, read once.
 
 Where an op cannot be timed or must stay portable, the rule is fixed: under ``torch.export``,
@@ -47,7 +48,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from . import capability
+from . import capability, memory
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,9 @@ class Setting:
                                   f"expected auto, {', '.join(sorted(known))}")
         if REFERENCE in exclude:
             raise ConfigError(f"backend setting {spec!r}: the reference cannot be excluded")
+        if mode == memory.NAME:
+            raise ConfigError(f"backend setting {spec!r}: {memory.NAME} is not a mode; it can only be excluded "
+                              f"('auto,-{memory.NAME}')")
         return cls(mode, frozenset(exclude))
 
     def __str__(self) -> str:
@@ -165,7 +169,7 @@ _OPS: dict[str, Op] = {}
 
 
 def known_candidates() -> set[str]:
-    return {REFERENCE} | {name for op in _OPS.values() for name in op.candidates}
+    return {REFERENCE, memory.NAME} | {name for op in _OPS.values() for name in op.candidates}
 
 
 class Op:
@@ -222,6 +226,8 @@ class Op:
     # -- choosing --------------------------------------------------------------------------
 
     def _choose(self, setting: Setting, key: tuple, traced: str | None, args: tuple, kwargs: dict) -> Choice:
+        if traced is None and memory.NAME not in setting.exclude:
+            memory.keep_freed_blocks()  # before anything is timed: the times then hold for the runs
         results: dict[str, float | str] = {}
         runnable: list[Candidate] = []
         for cand in self.candidates.values():

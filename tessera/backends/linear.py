@@ -13,6 +13,10 @@ Candidates:
   oneDNN and the weight gradient with BLAS (which reads the transposed operands without a
   copy). Under ``torch.compile`` (inference) the calls are opaque custom ops that inductor
   calls as they are and fuses the rest of the graph around.
+* ``onednn_packed``: the same in inference, with the weight reordered once into oneDNN's
+  blocked layout for the product (kept in the backends' cache while the weight is unchanged)
+  instead of on every call: 7 to 25 % faster per product in fp32 on the Zen 4 kind, a few
+  per cent in bf16, the same numbers (the reorder moves values, it does not round them).
 
 A processor whose oneDNN has no bf16 kernels raises when asked for one: the probe records it
 and the reference is used.
@@ -24,10 +28,11 @@ import torch
 import torch.nn.functional as F
 
 from . import capability, native
-from .cache import cached_cast
+from .cache import CACHE, cached_cast
 from .dispatch import Op, bucket
 
 _OP = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+_PACK = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None)
 _ACTIVATIONS = {None: ("none", ""), "gelu": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh")}
 
 
@@ -127,9 +132,31 @@ class _TrainLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b, grad if ctx.has_residual and ctx.needs_input_grad[3] else None
 
 
+def _packed_reason(x, weight, bias=None, activation=None, residual=None) -> str | None:
+    if _PACK is None:
+        return "this PyTorch build cannot reorder linear weights for oneDNN"
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias, residual)):
+        return "inference only (the packed weight is a copy that gradients cannot reach)"
+    if torch.compiler.is_compiling():
+        return "not under torch.compile (the packed weight is opaque to it)"
+    return _onednn_reason(x, weight, bias, activation, residual)
+
+
+def _packed(weight: torch.Tensor, dtype: torch.dtype, rows: int) -> torch.Tensor:
+    """``weight`` in ``dtype`` in oneDNN's layout for products of about ``rows`` rows (any
+    number of rows gives the same result; the layout is chosen for the bucket's)."""
+    return CACHE.get(("onednn_packed", id(weight), dtype, bucket(rows)),
+                     lambda: _PACK(cached_cast(weight, dtype), bucket(rows)), (weight,))
+
+
+@linear.candidate("onednn_packed", _packed_reason)
+def _onednn_packed(x, weight, bias=None, activation=None, residual=None):
+    dtype = _compute_dtype(x)
+    return _inference(x, _packed(weight, dtype, x.numel() // max(1, x.shape[-1])), bias, activation, residual, dtype)
+
+
 @linear.candidate("onednn", _onednn_reason, traceable=True)
 def _onednn(x, weight, bias=None, activation=None, residual=None):
-    attr, algorithm = _ACTIVATIONS[activation]
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias, residual)):
         shape = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1]).contiguous()
@@ -140,7 +167,13 @@ def _onednn(x, weight, bias=None, activation=None, residual=None):
         r2 = residual.reshape(-1, residual.shape[-1]).contiguous() if residual is not None else None
         return _TrainLinear.apply(x2, weight, bias, r2).view(*shape, weight.shape[0])
     dtype = _compute_dtype(x)
-    xc, w = x.to(dtype), cached_cast(weight, dtype)
+    return _inference(x, cached_cast(weight, dtype), bias, activation, residual, dtype)
+
+
+def _inference(x, w, bias, activation, residual, dtype):
+    """The oneDNN product in inference, ``w`` already in ``dtype`` (plain or packed)."""
+    attr, algorithm = _ACTIVATIONS[activation]
+    xc = x.to(dtype)
     b = cached_cast(bias, dtype) if bias is not None else None
     compiling = torch.compiler.is_compiling()
     if residual is not None and residual.dtype == dtype and activation is None:

@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         "native_kernels": f"built for {caps.tier}, {native.lanes()} floats per vector" if lib is not None
         else f"unavailable: {native.unavailable_reason()}",
         "onednn": caps.onednn, "threads": torch.get_num_threads(), "setting": str(backends.current()),
+        "malloc": backends.memory.state(),
         "cache": backends.CACHE.stats(),
         "workload": {"model": args.model, "input": list(x.shape), "dtype": args.dtype,
                      "mode": "train" if args.train else "inference"},
@@ -84,7 +85,7 @@ def format_info(info: dict) -> str:
         f"  native bf16: {yes[info['native_bf16']]} ({info['native_bf16_why']})",
         f"  C++ compiler: {info['compiler'] or 'none'}; native kernels: {info['native_kernels']}",
         f"  oneDNN fused linear: {yes[info['onednn']]}",
-        f"backend setting: {info['setting']}",
+        f"backend setting: {info['setting']}; C allocator: {info['malloc']}",
         f"measured on {info['workload']['model']} {tuple(info['workload']['input'])}, {info['workload']['dtype']} "
         f"{info['workload']['mode']}:",
     ]
