@@ -450,6 +450,9 @@ def test_large_freed_blocks_are_kept_unless_malloc_is_excluded(setting):
 @pytest.mark.slow
 @pytest.mark.parametrize("video", [False, True])
 def test_compiles_without_graph_breaks(video):
+    # a fresh compiler state: after the other model's shapes, dynamo would trace this one with
+    # symbolic (dynamic) shapes, ten times slower and not what a user compiling it meets
+    torch._dynamo.reset()
     model = _model(video)
     x = torch.randn(1, 3, 4, 32, 32) if video else torch.randn(1, 3, 64, 64)
     compiled = torch.compile(model, fullgraph=True, backend="eager")
