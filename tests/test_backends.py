@@ -402,6 +402,32 @@ def test_packed_weights_follow_their_parameters():
     assert trained and all("inference only" in r["results"]["onednn_packed"] for r in trained)
 
 
+
+@pytest.mark.skipif(not capability.host().onednn, reason="this torch build has no oneDNN")
+def test_weight_copies_follow_a_fused_optimizer_step():
+    """A fused AdamW step writes the weights without counting a version; the packed copies
+    made for evaluation must still be rebuilt after it (validation during training)."""
+    from tessera.backends.optim import adamw
+
+    model = _model(False)
+    x = torch.randn(2, 3, 64, 64)
+    optimizer = adamw(model.parameters(), lr=1e-2)
+    assert optimizer.defaults["fused"]
+    with backends.use("onednn_packed"):
+        with torch.no_grad():
+            before = model(x)
+        model.train()
+        model(x).square().mean().backward()
+        optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            after = model(x)
+            with backends.use("reference"):
+                expected = model(x)
+    torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(before, after)
+
+
 _MMAPPED = """
 import ctypes, json, torch
 from tessera import backends

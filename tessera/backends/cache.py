@@ -5,7 +5,9 @@ Entries are kept in least-recently-used order and counted by the bytes of their 
 past the limit (``TESSERA_CACHE_MB``, default 512 MiB) the oldest go. An entry made from
 parameters carries their *stamp* (identity, version counter, storage address): when a
 parameter changes (an optimiser step, ``load_state_dict``), the stamp no longer matches and
-the entry is rebuilt on its next use, so a cache can never serve stale numbers.
+the entry is rebuilt on its next use, so a cache can never serve stale numbers. (A fused
+optimizer step writes the parameters without counting a version; a hook on every optimizer
+step counts it for them, see :func:`_count_fused_step`.)
 
 Tensors cached here are made outside ``torch.inference_mode`` (inference tensors could not
 be used by autograd later) and without gradient.
@@ -22,6 +24,8 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 import torch
+from torch.autograd.graph import increment_version
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 DEFAULT_LIMIT_MB = 512
 
@@ -144,3 +148,17 @@ def cached_cast(param: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if torch.is_grad_enabled() and param.requires_grad:
         return param.to(dtype)
     return CACHE.get(("cast", id(param), dtype), lambda: param.detach().to(dtype), (param,))
+
+
+def _count_fused_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    """After a step of a fused optimizer (``fused=True``; tessera's AdamW is one), count a
+    version of its parameters: the fused kernels write them in place without doing so, and
+    an entry built from a parameter (a packed or bf16 copy of a weight) would otherwise
+    outlive the step and serve the old values."""
+    params = [p for group in optimizer.param_groups if group.get("fused") for p in group["params"]]
+    if params:
+        increment_version(params)
+
+
+register_optimizer_step_post_hook(_count_fused_step)
+
