@@ -9,7 +9,8 @@ lives here, each with a plain-PyTorch *reference* beside it:
 op                         candidates (besides ``reference``)
 =========================  ===================================================================
 ``linear``                 ``onednn``: oneDNN's matrix product with the bias, GELU and the
-                           residual add inside it
+                           residual add inside it; ``onednn_packed``: the same in inference,
+                           the weight reordered for oneDNN once and kept
 ``attention``              ``sdpa``: PyTorch's fused attention
 ``window_attention``       ``native`` (tessera's C++ kernel), ``sdpa``, ``matmul``
 ``layer_norm_for_matmul``  ``native``: the fp32 stream normalised straight to bf16
