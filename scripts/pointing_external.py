@@ -91,9 +91,10 @@ def external_scenes(count: int, seed: int, size: int = 72) -> list[tuple[Image.I
 
 def external_videos(count: int, seed: int, info: dict, height: int = 32, width: int = 40, frames: int = 24,
                     speed: int | None = None):
-    """``(frames, class, frame -> {"ink": boxes, "square": boxes})``: a held-out digit moving in a straight line (no
-    wrap-around: it leaves the canvas instead) over faint noise, placed so that it is whole
-    in the clip the model's validation takes (the middle ``clip_len`` frames)."""
+    """``(frames, class, frame -> {"ink": boxes, "square": boxes})``: a held-out digit moving
+    in a straight line (no wrap-around: it leaves the canvas instead) over faint noise, placed
+    so that it is whole in the clip the model's validation takes (the middle ``clip_len``
+    frames)."""
     from tessera.data.moving_digits import CLASSES, DIRECTIONS, SPEED  # what a class means: (dy, dx) per frame
     from tessera.data.video.io import FrameArray
 

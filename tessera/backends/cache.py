@@ -161,4 +161,3 @@ def _count_fused_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
 
 
 register_optimizer_step_post_hook(_count_fused_step)
-

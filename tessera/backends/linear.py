@@ -59,6 +59,11 @@ Shape: ``(..., K) -> (..., N)``."""
 # ---------------------------------------------------------------------------------------
 
 
+def _trains(*tensors: torch.Tensor | None) -> bool:
+    """Whether gradients will flow through the call."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
         return torch.get_autocast_dtype("cpu")
@@ -73,7 +78,7 @@ def _onednn_reason(x, weight, bias=None, activation=None, residual=None) -> str 
     dtype = _compute_dtype(x)
     if dtype not in (torch.float32, torch.bfloat16):
         return f"takes fp32 or bf16, not {dtype}"
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias, residual)):
+    if _trains(x, weight, bias, residual):
         if dtype != torch.float32 or weight.dtype != torch.float32:
             return "trains in fp32 only"
         if torch.compiler.is_compiling():
@@ -135,7 +140,7 @@ class _TrainLinear(torch.autograd.Function):
 def _packed_reason(x, weight, bias=None, activation=None, residual=None) -> str | None:
     if _PACK is None:
         return "this PyTorch build cannot reorder linear weights for oneDNN"
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias, residual)):
+    if _trains(x, weight, bias, residual):
         return "inference only (the packed weight is a copy that gradients cannot reach)"
     if torch.compiler.is_compiling():
         return "not under torch.compile (the packed weight is opaque to it)"
@@ -157,7 +162,7 @@ def _onednn_packed(x, weight, bias=None, activation=None, residual=None):
 
 @linear.candidate("onednn", _onednn_reason, traceable=True)
 def _onednn(x, weight, bias=None, activation=None, residual=None):
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias, residual)):
+    if _trains(x, weight, bias, residual):
         shape = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1]).contiguous()
         if activation is not None:  # the activation's backward is PyTorch's
