@@ -10,10 +10,12 @@ op                         candidates (besides ``reference``)
 =========================  ===================================================================
 ``linear``                 ``onednn``: oneDNN's matrix product with the bias, GELU and the
                            residual add inside it; ``onednn_packed``: the same in inference,
-                           the weight reordered for oneDNN once and kept
+                           the weight reordered for oneDNN once and kept;
+                           ``onednn_packed_then_add``: the residual added in a second pass
 ``attention``              ``sdpa``: PyTorch's fused attention
 ``window_attention``       ``native`` (tessera's C++ kernel), ``sdpa``, ``matmul``
-``layer_norm_for_matmul``  ``native``: the fp32 stream normalised straight to bf16
+``layer_norm_for_matmul``  ``native``: tessera's kernel (inference), under bf16 autocast the
+                           fp32 stream normalised straight to bf16
 ``swin_blocks``            ``window_order``: a Swin stage with its tokens kept in window order
 =========================  ===================================================================
 

@@ -41,13 +41,14 @@ namespace {
 #if defined(__AVX512F__)
 constexpr int kLanes = 16;  // floats per vector: one zmm register
 constexpr int kRows = 4;    // score rows computed together (each loaded row of k^T serves four)
+constexpr int kValueRows = 7;  // output rows computed together (7 x 7 = 49, a 7x7 window): 14 accumulators of 32 registers
 #else
 constexpr int kLanes = 8;   // one ymm register with AVX2 (two 128-bit registers elsewhere)
 constexpr int kRows = 4;
+constexpr int kValueRows = 4;  // 8 accumulators of 16 registers
 #endif
 typedef float vf __attribute__((vector_size(kLanes * sizeof(float)), aligned(kLanes * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(kLanes * sizeof(int32_t)), aligned(kLanes * sizeof(float))));
-constexpr int kMaxPairs = 64;  // channel pairs copied at a time when transposing bf16 k
 
 inline float bf16_to_float(uint16_t x) {
     uint32_t bits = uint32_t(x) << 16;
@@ -140,20 +141,24 @@ inline vf exp_nonpositive(vf x) {
 // Per-thread scratch, reused across tasks. kt: k transposed, d rows of np floats (np: n
 // rounded up to whole vectors, zero padded), or d/2 rows of np bf16 pairs; vv: v, n rows of
 // dp floats; qq: q in fp32 (unused with bf16 pairs), rows rounded up to kRows, dp floats
-// each; s: kRows score rows.
+// each; s: the task's weights, rows rounded up to kRows, np floats each; inv: their rows'
+// 1 / sum.
 struct Buffers {
-    float *kt, *vv, *qq, *s;
+    float *kt, *vv, *qq, *s, *inv;
     float* base;
     Buffers(int n, int np, int dp) {
         const int nr = (n + kRows - 1) / kRows * kRows;
-        const size_t score = size_t(kRows) * np > size_t(dp) ? size_t(kRows) * np : size_t(dp);  // also stages a k row
-        const size_t floats = size_t(dp) * np + size_t(n) * dp + size_t(nr) * dp + score;
+        const int nvr = (n + kValueRows - 1) / kValueRows * kValueRows;  // rows the products read
+        const size_t rows = nr > nvr ? nr : nvr;
+        const size_t score = rows * np > size_t(dp) ? rows * np : size_t(dp);  // also stages a k row
+        const size_t floats = size_t(dp) * np + size_t(n) * dp + size_t(nr) * dp + score + rows;
         base = static_cast<float*>(std::aligned_alloc(sizeof(vf), (floats * sizeof(float) + sizeof(vf) - 1) / sizeof(vf) * sizeof(vf)));
         std::memset(base, 0, floats * sizeof(float));  // the padding stays zero for good
         kt = base;
         vv = kt + size_t(dp) * np;
         qq = vv + size_t(n) * dp;
         s = qq + size_t(nr) * dp;
+        inv = s + score;
     }
     ~Buffers() { std::free(base); }
     Buffers(const Buffers&) = delete;
@@ -203,15 +208,15 @@ inline void score_block(const float* qq, int dp, int d, const vf* kt, int nv, in
         for (int j = 0; j < JV; ++j) s[r * nv + jv0 + j] = acc[r][j];
 }
 
-// Output of kRows rows for the value columns [ev0, ev0 + EV) vectors: o = p v / row sums.
+// Output of kValueRows rows for the value columns [ev0, ev0 + EV) vectors: o = p v / row sums.
 template <int EV, typename T>
 inline void value_block(const float* s, int np, int n, const vf* vv, int dv, int ev0, const float* inv, int rows,
                         T* const* dst, int d) {
-    vf acc[kRows][EV] = {};
+    vf acc[kValueRows][EV] = {};
     for (int j = 0; j < n; ++j) {
         vf v[EV];
         for (int e = 0; e < EV; ++e) v[e] = vv[j * dv + ev0 + e];
-        for (int r = 0; r < kRows; ++r) {
+        for (int r = 0; r < kValueRows; ++r) {
             const vf p = splat(s[r * np + j]);
             for (int e = 0; e < EV; ++e) acc[r][e] += p * v[e];
         }
@@ -279,31 +284,42 @@ void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_window
     for (int j = 0; j < n; ++j) {
         const T* r = rows + j * ld_qkv;
         load_row(r + 2 * c, b.vv + j * dp, d);
-        if (pairs) {
-            uint32_t k[kMaxPairs];
-            for (int e0 = 0; e0 < d2; e0 += kMaxPairs) {
-                const int m = d2 - e0 < kMaxPairs ? d2 - e0 : kMaxPairs;
-                std::memcpy(k, r + c + 2 * e0, m * sizeof(uint32_t));
-                for (int e = 0; e < m; ++e) kt2[(e0 + e) * np + j] = k[e];
-            }
-        } else {
+        if (!pairs) {
             load_row(r, b.qq + j * dp, d);
             if (cosine) {  // k goes through the score buffer's first row to be normalised
                 load_row(r + c, b.s, d);
                 normalize(b.qq + j * dp, d);
                 normalize(b.s, d);
                 for (int e = 0; e < d; ++e) b.kt[e * np + j] = b.s[e];
-            } else {
-                for (int e = 0; e < d; ++e) b.kt[e * np + j] = load(r + c + e);
             }
+        }
+    }
+    // k transposed a channel at a time: each pass reads one number from each of the n rows
+    // (cache lines that stay in L1) and writes one contiguous row of kt. Row by row instead,
+    // every number would go to another line of kt: twice the time, more where qkv comes from
+    // memory.
+    if (pairs) {  // by channel pairs: one 32-bit word each
+        for (int e = 0; e < d2; ++e) {
+            uint32_t* kt_e = kt2 + e * np;
+            for (int j = 0; j < n; ++j) std::memcpy(kt_e + j, rows + c + j * ld_qkv + 2 * e, sizeof(uint32_t));
+        }
+    } else if (!cosine) {  // (cosine attention transposed its normalised rows above)
+        const T* k = rows + c;
+        for (int e = 0; e < d; ++e) {
+            float* kt_e = b.kt + e * np;
+            for (int j = 0; j < n; ++j) kt_e[j] = load(k + j * ld_qkv + e);
         }
     }
     const float* bias_h = bias ? bias + ((w % bias_windows) * heads + h) * (long long)n * np : nullptr;
     const vf* kt = reinterpret_cast<const vf*>(b.kt);
     const vf* vv = reinterpret_cast<const vf*>(b.vv);
-    vf* s = reinterpret_cast<vf*>(b.s);
+    // All the weights first, then all the products with v. Why: the products read the weights
+    // one number at a time, and reading numbers just written as whole vectors stalls (the
+    // store has not reached the cache yet); a task's weights (49 x 64 floats) stay in L1.
     for (int i0 = 0; i0 < n; i0 += kRows) {
         const int rows_here = n - i0 < kRows ? n - i0 : kRows;
+        vf* s = reinterpret_cast<vf*>(b.s) + (long long)i0 * nv;
+        float* inv = b.inv + i0;
         int jv = 0;
         if (pairs) {
 #if defined(__AVX512BF16__)
@@ -319,7 +335,6 @@ void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_window
             for (; jv < nv; ++jv) score_block<1>(qq, dp, d, kt, nv, jv, s);
         }
         const vf scale_v = splat(scale);
-        float inv[kRows] = {};
         for (int r = 0; r < rows_here; ++r) {
             vf* sr = s + r * nv;
             if (bias_h) {  // padded rows of np, -inf in the padding columns
@@ -327,7 +342,7 @@ void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_window
                 for (int k = 0; k < nv; ++k) sr[k] = sr[k] * scale_v + br[k];
             } else {
                 for (int k = 0; k < nv; ++k) sr[k] *= scale_v;
-                for (int j = n; j < np; ++j) b.s[r * np + j] = -INFINITY;
+                for (int j = n; j < np; ++j) reinterpret_cast<float*>(sr)[j] = -INFINITY;
             }
             vf mv = sr[0];
             for (int k = 1; k < nv; ++k) mv = vmax(mv, sr[k]);
@@ -340,11 +355,39 @@ void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_window
             }
             inv[r] = 1.0f / hsum(sum);
         }
-        T* dst[kRows];
-        for (int r = 0; r < kRows; ++r) dst[r] = out + (w * n + i0 + (r < rows_here ? r : 0)) * ld_out + (long long)h * d;
+    }
+    for (int i0 = 0; i0 < n; i0 += kValueRows) {
+        const int rows_here = n - i0 < kValueRows ? n - i0 : kValueRows;
+        const float* s = b.s + (long long)i0 * np;
+        const float* inv = b.inv + i0;
+        T* dst[kValueRows];
+        for (int r = 0; r < kValueRows; ++r) dst[r] = out + (w * n + i0 + (r < rows_here ? r : 0)) * ld_out + (long long)h * d;
         int ev = 0;
-        for (; ev + 2 <= dv; ev += 2) value_block<2>(b.s, np, n, vv, dv, ev, inv, rows_here, dst, d);
-        for (; ev < dv; ++ev) value_block<1>(b.s, np, n, vv, dv, ev, inv, rows_here, dst, d);
+        for (; ev + 2 <= dv; ev += 2) value_block<2>(s, np, n, vv, dv, ev, inv, rows_here, dst, d);
+        for (; ev < dv; ++ev) value_block<1>(s, np, n, vv, dv, ev, inv, rows_here, dst, d);
+    }
+}
+
+// Ask for the cache lines that task (w, h) reads (its q, k and v columns of n rows) and
+// writes (its output columns). Why: a block's qkv is 29 MB at stage 1 of swin_t with batch 8,
+// more than the last-level cache, and each task reads three short pieces of 49 rows far apart:
+// the hardware's prefetchers do not follow that pattern, so without this the kernel waits on
+// memory (half the speed it has on data that fits in cache). Issued a few tasks ahead.
+// Inlined by force: GCC otherwise finds the function free of side effects and drops the calls.
+template <typename T>
+__attribute__((always_inline)) inline void prefetch_task(const T* qkv, long long ld_qkv, T* out, long long ld_out, long long w, int h, int heads,
+                          int n, int d) {
+    const long long c = (long long)heads * d;
+    const int bytes = d * int(sizeof(T));
+    for (int j = 0; j < n; ++j) {
+        const char* r = reinterpret_cast<const char*>(qkv + (w * n + j) * ld_qkv + (long long)h * d);
+        const char* o = reinterpret_cast<const char*>(out + (w * n + j) * ld_out + (long long)h * d);
+        for (int b = 0; b < bytes; b += 64) {
+            __builtin_prefetch(r + b, 0, 3);
+            __builtin_prefetch(r + c * sizeof(T) + b, 0, 3);
+            __builtin_prefetch(r + 2 * c * sizeof(T) + b, 0, 3);
+            __builtin_prefetch(o + b, 1, 3);
+        }
     }
 }
 
@@ -357,9 +400,11 @@ void run(const T* qkv, long long ld_qkv, const float* bias, int bias_windows, T*
     {
         Buffers buffers(n, np, dp);
 #pragma omp for schedule(static)
-        for (long long t = 0; t < tasks; ++t)
+        for (long long t = 0; t < tasks; ++t) {
+            if (t + 2 < tasks) prefetch_task(qkv, ld_qkv, out, ld_out, (t + 2) / heads, int((t + 2) % heads), heads, n, d);
             one_task(qkv, ld_qkv, bias, bias_windows, out, ld_out, t / heads, int(t % heads), heads, n, d,
                      scales ? scales[t % heads] : scale, cosine, buffers);
+        }
     }
 }
 
