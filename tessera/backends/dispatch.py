@@ -50,6 +50,11 @@ from torch import nn
 from ..errors import ConfigError
 from . import capability, memory
 
+try:
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+except ImportError:  # pragma: no cover - torch without it
+    _get_current_dispatch_mode = None
+
 logger = logging.getLogger(__name__)
 
 REFERENCE = "reference"
@@ -411,11 +416,7 @@ def _traced() -> str | None:
 
 
 def _dispatch_mode_active() -> bool:
-    try:
-        from torch.utils._python_dispatch import _get_current_dispatch_mode
-    except ImportError:  # pragma: no cover - torch without it
-        return False
-    return _get_current_dispatch_mode() is not None
+    return _get_current_dispatch_mode is not None and _get_current_dispatch_mode() is not None
 
 
 def _on_meta(args: tuple, kwargs: dict) -> bool:

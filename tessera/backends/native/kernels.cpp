@@ -47,6 +47,7 @@ constexpr int kLanes = 8;   // one ymm register with AVX2 (two 128-bit registers
 constexpr int kRows = 4;
 constexpr int kValueRows = 4;  // 8 accumulators of 16 registers
 #endif
+constexpr int kTailDots = 2;  // at most this many key columns past the last whole vector: dot products
 typedef float vf __attribute__((vector_size(kLanes * sizeof(float)), aligned(kLanes * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(kLanes * sizeof(int32_t)), aligned(kLanes * sizeof(float))));
 
@@ -141,23 +142,24 @@ inline vf exp_nonpositive(vf x) {
 // Per-thread scratch, reused across tasks. kt: k transposed, d rows of np floats (np: n
 // rounded up to whole vectors, zero padded), or d/2 rows of np bf16 pairs; vv: v, n rows of
 // dp floats; qq: q in fp32 (unused with bf16 pairs), rows rounded up to kRows, dp floats
-// each; s: the task's weights, rows rounded up to kRows, np floats each; inv: their rows'
-// 1 / sum.
+// each; ktail: the last few rows of k as they are (see tail_scores), dp floats each; s: the
+// task's weights, rows rounded up to kRows, np floats each; inv: their rows' 1 / sum.
 struct Buffers {
-    float *kt, *vv, *qq, *s, *inv;
+    float *kt, *vv, *qq, *s, *inv, *ktail;
     float* base;
     Buffers(int n, int np, int dp) {
         const int nr = (n + kRows - 1) / kRows * kRows;
         const int nvr = (n + kValueRows - 1) / kValueRows * kValueRows;  // rows the products read
         const size_t rows = nr > nvr ? nr : nvr;
         const size_t score = rows * np > size_t(dp) ? rows * np : size_t(dp);  // also stages a k row
-        const size_t floats = size_t(dp) * np + size_t(n) * dp + size_t(nr) * dp + score + rows;
+        const size_t floats = size_t(dp) * np + size_t(n) * dp + size_t(nr) * dp + score + rows + size_t(kTailDots) * dp;
         base = static_cast<float*>(std::aligned_alloc(sizeof(vf), (floats * sizeof(float) + sizeof(vf) - 1) / sizeof(vf) * sizeof(vf)));
         std::memset(base, 0, floats * sizeof(float));  // the padding stays zero for good
         kt = base;
         vv = kt + size_t(dp) * np;
         qq = vv + size_t(n) * dp;
-        s = qq + size_t(nr) * dp;
+        ktail = qq + size_t(nr) * dp;
+        s = ktail + size_t(kTailDots) * dp;
         inv = s + score;
     }
     ~Buffers() { std::free(base); }
@@ -206,6 +208,26 @@ inline void score_block(const float* qq, int dp, int d, const vf* kt, int nv, in
     }
     for (int r = 0; r < kRows; ++r)
         for (int j = 0; j < JV; ++j) s[r * nv + jv0 + j] = acc[r][j];
+}
+
+// Scores of kRows rows against the `tail` key columns past the last whole vector (jv), each a
+// dot product of a q row and a k row, written into vector jv of each score row with zeros in
+// its other lanes (the padding, which the bias or the caller sets to -inf). Why: with 7x7
+// windows (49 keys) the last vector of 16 (or 8) columns holds one key; computing it as a
+// whole vector spends a quarter of the score arithmetic on padding.
+inline void tail_scores(const float* qq, int dp, const float* ktail, int tail, int nv, int jv, vf* s) {
+    const int dv = dp / kLanes;
+    const vf* q = reinterpret_cast<const vf*>(qq);
+    const vf* k = reinterpret_cast<const vf*>(ktail);
+    for (int r = 0; r < kRows; ++r) {
+        vf out = {};
+        for (int t = 0; t < tail; ++t) {
+            vf acc = {};
+            for (int e = 0; e < dv; ++e) acc += q[r * dv + e] * k[t * dv + e];
+            out[t] = hsum(acc);
+        }
+        s[r * nv + jv] = out;
+    }
 }
 
 // Output of kValueRows rows for the value columns [ev0, ev0 + EV) vectors: o = p v / row sums.
@@ -280,6 +302,9 @@ void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_window
     // bf16 scores two channels at a time where the processor can (d even: whole pairs)
     const bool pairs = kPairs && std::is_same<T, uint16_t>::value && d % 2 == 0 && !cosine;
     const int d2 = d / 2;
+    const int tail = n % kLanes;
+    const bool dots = !pairs && !cosine && tail <= kTailDots && tail > 0;
+    const int tail_dots = dots ? tail : 0;  // key rows kept as rows for tail_scores
     uint32_t* kt2 = reinterpret_cast<uint32_t*>(b.kt);
     for (int j = 0; j < n; ++j) {
         const T* r = rows + j * ld_qkv;
@@ -307,8 +332,9 @@ void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_window
         const T* k = rows + c;
         for (int e = 0; e < d; ++e) {
             float* kt_e = b.kt + e * np;
-            for (int j = 0; j < n; ++j) kt_e[j] = load(k + j * ld_qkv + e);
+            for (int j = 0; j < n - tail_dots; ++j) kt_e[j] = load(k + j * ld_qkv + e);
         }
+        for (int t = 0; t < tail_dots; ++t) load_row(k + (n - tail_dots + t) * ld_qkv, b.ktail + t * dp, d);
     }
     const float* bias_h = bias ? bias + ((w % bias_windows) * heads + h) * (long long)n * np : nullptr;
     const vf* kt = reinterpret_cast<const vf*>(b.kt);
@@ -331,8 +357,12 @@ void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_window
 #endif
         } else {
             const float* qq = b.qq + i0 * dp;
-            for (; jv + 4 <= nv; jv += 4) score_block<4>(qq, dp, d, kt, nv, jv, s);
-            for (; jv < nv; ++jv) score_block<1>(qq, dp, d, kt, nv, jv, s);
+            const int whole = dots ? nv - 1 : nv;
+            for (; jv + 4 <= whole; jv += 4) score_block<4>(qq, dp, d, kt, nv, jv, s);
+            if (whole - jv == 3) score_block<3>(qq, dp, d, kt, nv, jv, s);
+            if (whole - jv == 2) score_block<2>(qq, dp, d, kt, nv, jv, s);
+            if (whole - jv == 1) score_block<1>(qq, dp, d, kt, nv, jv, s);
+            if (dots) tail_scores(qq, dp, b.ktail, tail, nv, whole, s);
         }
         const vf scale_v = splat(scale);
         for (int r = 0; r < rows_here; ++r) {
