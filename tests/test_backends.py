@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from tessera import backends
-from tessera.backends import CACHE, capability, dispatch
+from tessera.backends import CACHE, capability, dispatch, native
 from tessera.errors import ConfigError
 from tessera.models import SwinTransformer, VideoSwinTransformer
 
@@ -21,7 +21,7 @@ SMALL_2D = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), num_c
 SMALL_3D = dict(SMALL_2D, window_size=(2, 4, 4), head_drop_rate=0.0)
 
 #: every named implementation; forcing one uses it wherever it can take the call
-BACKENDS = ["auto", "window_order", "onednn", "onednn_packed", "onednn_packed_then_add", "native", "sdpa", "matmul"]
+BACKENDS = ["auto", "window_order", "grid_order", "onednn", "onednn_packed", "onednn_packed_then_add", "native", "sdpa", "matmul"]
 
 
 def _model(video: bool) -> nn.Module:
@@ -77,12 +77,14 @@ def test_forced_backends_are_used_where_they_can_run():
     model = _model(False)
     x = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
-        for name in ("window_order", "native", "onednn", "onednn_packed", "onednn_packed_then_add"):
+        for name in ("window_order", "grid_order", "native", "onednn", "onednn_packed", "onednn_packed_then_add"):
             with backends.use(name):
                 model(x)
     rows = [r for r in backends.choices() if r["key"][0][2] == ""]  # fp32, no autocast
     chosen = {(r["op"], r["setting"]): r for r in rows}
     assert chosen[("swin_blocks", "window_order")]["choice"] == "window_order"
+    grid = chosen[("swin_blocks", "grid_order")]  # unless this host has no native kernels
+    assert grid["choice"] == "grid_order" or native.unavailable_reason() is not None, grid
     for op, name in (("window_attention", "native"), ("layer_norm_for_matmul", "native"), ("linear", "onednn"),
                      ("linear", "onednn_packed"), ("linear", "onednn_packed_then_add")):
         row = chosen[(op, name)]

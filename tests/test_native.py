@@ -77,6 +77,25 @@ def test_window_attention_matches_pytorch(tier, dtype, windows, heads, n, d, bia
     torch.testing.assert_close(got.double(), expected, **tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("cosine", [False, True])
+def test_window_attention_reads_and_writes_rows_through_an_order(tier, dtype, cosine):
+    """With ``order``, each window's rows are gathered from where they lie and the output is
+    written back there: the same numbers as gathering first and scattering after."""
+    torch.manual_seed(0)
+    batch, windows, heads, n, d = 3, 4, 2, 49, 32
+    tokens = windows * n
+    qkv = (torch.randn(batch, tokens, 3 * heads * d) * 2).to(dtype)
+    bias = native.pad_bias(torch.randn(windows, heads, n, n) * 3)
+    order = torch.randperm(tokens, dtype=torch.int32)  # position of window order's token p
+    scale = torch.tensor([4.0, 9.0]) if cosine else d**-0.5
+    got = native.window_attention(qkv, bias, heads, n, scale, cosine, order=order)
+    in_window_order = native.window_attention(qkv[:, order.long()].contiguous(), bias, heads, n, scale, cosine)
+    expected = torch.empty_like(got)
+    expected[:, order.long()] = in_window_order
+    assert torch.equal(got, expected)
+
+
 @pytest.mark.parametrize("c", [96, 768, 100])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_layer_norm_matches_pytorch(tier, c, dtype):

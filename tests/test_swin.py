@@ -7,6 +7,7 @@ import torch
 
 import tessera
 from tessera import backends
+from tessera.backends import native
 from tessera.layers.windows import get_plan
 from tessera.models import SwinTransformer, VideoSwinTransformer
 from tessera.models.swin import SwinBlock, SwinStage
@@ -185,8 +186,11 @@ def test_padded_block_equals_direct_computation(grid, window, shifted):
                 torch.testing.assert_close(blk(x, plan), expected, atol=1e-5, rtol=1e-5, msg=backend)
 
 
+@pytest.mark.parametrize("backend", ["window_order", "grid_order"])
 @pytest.mark.parametrize("grid,window", [((14, 21), (7, 7)), ((4, 6, 6), (2, 3, 3))])
-def test_window_order_stage_equals_direct_computation(grid, window):
+def test_window_order_stage_equals_direct_computation(grid, window, backend):
+    if backend == "grid_order" and native.unavailable_reason():
+        pytest.skip(f"grid_order needs the native kernels: {native.unavailable_reason()}")
     dim = 8
     shift = tuple(w // 2 for w in window)
     stage = SwinStage(dim, 2, 2, window, shift).eval()  # a regular block, then a shifted one
@@ -196,11 +200,11 @@ def test_window_order_stage_equals_direct_computation(grid, window):
         x = torch.randn(2, *grid, dim)
         expected = _direct_block(stage.blocks[1], _direct_block(stage.blocks[0], x, window, (0,) * len(window)),
                                  window, shift)
-        with backends.use("window_order"):
+        with backends.use(backend):
             out = stage(x)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
-    assert [c["choice"] for c in backends.choices() if c["op"] == "swin_blocks" and c["setting"] == "window_order"
-            and c["key"][1] == "SwinBlock" and c["key"][5] == "grid=" + "x".join(map(str, grid))] == ["window_order"]
+    assert [c["choice"] for c in backends.choices() if c["op"] == "swin_blocks" and c["setting"] == backend
+            and c["key"][1] == "SwinBlock" and c["key"][5] == "grid=" + "x".join(map(str, grid))] == [backend]
 
 
 # ---------------------------------------------------------------------------------------

@@ -14,7 +14,11 @@
   - the norms through :func:`tessera.backends.layer_norm_for_matmul`, the attention through
     :func:`tessera.backends.window_attention`.
 
-  It takes the blocks of Swin V1 (pre-norm) and Swin V2 (res-post-norm, ``post_norm = True``,
+* ``grid_order`` (inference): the same blocks with the tokens left on their grid: tessera's
+  attention kernel reads each window's rows where they lie and writes its output there (the
+  plan's window order handed to it as an index), so no gather moves the tokens at all.
+
+  Both take the blocks of Swin V1 (pre-norm) and Swin V2 (res-post-norm, ``post_norm = True``,
   cosine attention; the norms sit between the products and the residual adds, which stay
   apart): ``norm1``, ``attn`` with ``qkv`` and ``proj`` (and ``qkv_bias_vector``,
   ``score_scale``, ``cosine``, ``window_bias``), ``norm2``, ``mlp`` with ``fc1``, GELU and
@@ -27,7 +31,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from . import native
 from .attention import window_attention
+from .cache import CACHE
 from .dispatch import Op, bucket
 from .linear import linear
 from .norm import layer_norm_for_matmul
@@ -130,26 +136,40 @@ def _attention(attn: nn.Module, h: torch.Tensor, plan, shifted: bool) -> torch.T
     return y.view(h.shape[0], -1, y.shape[-1])
 
 
+def _grid_attention(attn: nn.Module, h: torch.Tensor, plan, shifted: bool) -> torch.Tensor:
+    """The window attention of tokens ``(B, L, C)`` on their grid, before the projection."""
+    qkv = linear(h, attn.qkv.weight, attn.qkv_bias_vector()).contiguous()
+    bias = attn.window_bias(plan.window, plan.mask if shifted else None)
+    order = plan.orders[("raster", "shifted" if shifted else "regular")]
+    order32 = CACHE.get(("grid_order", id(order)), lambda: order.to(torch.int32).contiguous(), (order,))
+    scale = attn.score_scale()
+    return native.window_attention(qkv, bias.cached(f"native{native.lanes()}", native.pad_bias), attn.num_heads,
+                                   plan.tokens_per_window, scale.reshape(-1) if isinstance(scale, torch.Tensor) else scale,
+                                   attn.cosine, order=order32)
+
+
 def _mlp_activation(mlp: nn.Module) -> str:
     return "gelu" if mlp.act.approximate == "none" else "gelu_tanh"
 
 
-def _post_norm_block(blk: nn.Module, x: torch.Tensor, plan, shifted: bool) -> torch.Tensor:
-    """One res-post-norm block (Swin V2) on tokens ``(B, L, C)`` already in its window order."""
+def _post_norm_block(blk: nn.Module, x: torch.Tensor, plan, shifted: bool, attention=_attention) -> torch.Tensor:
+    """One res-post-norm block (Swin V2) on tokens ``(B, L, C)`` already in its window order
+    (or on their grid, with ``_grid_attention``)."""
     attn, mlp = blk.attn, blk.mlp
-    y = attn.proj_drop(linear(_attention(attn, x, plan, shifted), attn.proj.weight, attn.proj.bias))
+    y = attn.proj_drop(linear(attention(attn, x, plan, shifted), attn.proj.weight, attn.proj.bias))
     x = x + blk.drop_path(blk.norm1(y))
     h = mlp.drop1(linear(x, mlp.fc1.weight, mlp.fc1.bias, activation=_mlp_activation(mlp)))
     return x + blk.drop_path(blk.norm2(mlp.drop2(linear(h, mlp.fc2.weight, mlp.fc2.bias))))
 
 
-def _block(blk: nn.Module, x: torch.Tensor, plan, shifted: bool) -> torch.Tensor:
-    """One block on tokens ``(B, L, C)`` already in its window order."""
+def _block(blk: nn.Module, x: torch.Tensor, plan, shifted: bool, attention=_attention) -> torch.Tensor:
+    """One block on tokens ``(B, L, C)`` already in its window order (or on their grid, with
+    ``_grid_attention``)."""
     if getattr(blk, "post_norm", False):
-        return _post_norm_block(blk, x, plan, shifted)
+        return _post_norm_block(blk, x, plan, shifted, attention)
     attn, mlp = blk.attn, blk.mlp
     stochastic = _stochastic(blk)
-    y = _attention(attn, layer_norm_for_matmul(x, blk.norm1), plan, shifted)
+    y = attention(attn, layer_norm_for_matmul(x, blk.norm1), plan, shifted)
     if stochastic:
         x = x + blk.drop_path(attn.proj_drop(linear(y, attn.proj.weight, attn.proj.bias)))
     else:
@@ -171,3 +191,26 @@ def _window_order(stage: nn.Module, x: torch.Tensor, plan) -> torch.Tensor:
         tokens, current = reorder(plan, tokens, current, wanted), wanted
         tokens = _checkpointed(_block, blk, tokens, plan, shifted, enabled=stage.grad_checkpointing)
     return reorder(plan, tokens, current, "raster").view(b, *plan.grid, c)
+
+
+# ---------------------------------------------------------------------------------------
+# Tokens on their grid
+# ---------------------------------------------------------------------------------------
+
+
+def _grid_order_reason(stage: nn.Module, x: torch.Tensor, plan) -> str | None:
+    reason = _window_order_reason(stage, x, plan)
+    if reason:
+        return reason
+    if stage.training or (torch.is_grad_enabled() and any(p.requires_grad for p in stage.parameters())):
+        return "inference only (the attention is tessera's kernel)"
+    return native.takes(x)
+
+
+@swin_blocks.candidate("grid_order", _grid_order_reason)
+def _grid_order(stage: nn.Module, x: torch.Tensor, plan) -> torch.Tensor:
+    b, c = x.shape[0], x.shape[-1]
+    tokens = x.reshape(b, -1, c)
+    for blk in stage.blocks:
+        tokens = _block(blk, tokens, plan, blk.is_shifted(plan), _grid_attention)
+    return tokens.view(b, *plan.grid, c)

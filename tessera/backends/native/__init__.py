@@ -82,7 +82,7 @@ def _load(caps: capability.Capabilities) -> ctypes.CDLL:
     i, ll, p, f = ctypes.c_int, ctypes.c_longlong, ctypes.c_void_p, ctypes.c_float
     signatures = {
         "tessera_lanes": [],
-        "tessera_window_attention": [i, p, ll, p, i, p, ll, ll, i, i, i, f, p, i, i],
+        "tessera_window_attention": [i, p, ll, p, i, p, ll, p, ll, ll, i, i, i, f, p, i, i],
         "tessera_layer_norm": [p, ll, i, p, p, f, i, p, i],
         "tessera_add_bf16": [p, p, p, ll, i],
     }
@@ -149,17 +149,22 @@ def _check(status: int, name: str) -> None:
 
 
 def window_attention(qkv: torch.Tensor, bias: torch.Tensor | None, heads: int, tokens: int,
-                     scale: float | torch.Tensor, cosine: bool = False) -> torch.Tensor:
+                     scale: float | torch.Tensor, cosine: bool = False,
+                     order: torch.Tensor | None = None) -> torch.Tensor:
     """``softmax(q k^T * scale + bias) v`` in every window, for inference.
 
     Args:
         qkv: ``(B, L, 3C)`` contiguous, tokens in window order (``L = nW * N``), fp32 or bf16;
-            channels ``[q | k | v]``, each split into ``heads`` heads of ``C / heads``.
+            channels ``[q | k | v]``, each split into ``heads`` heads of ``C / heads``. With
+            ``order``, the tokens in any order instead.
         bias: from :func:`pad_bias`, ``(W, h, N, Np)`` fp32; window ``w`` of the flattened
             ``B * nW`` uses ``bias[w % W]``. ``None`` for no bias.
         heads, tokens: h and N.
         scale: one number, or ``(h,)`` fp32 (one per head).
         cosine: normalise the q and k rows to unit length first (cosine attention).
+        order: ``(L,)`` int32, or ``None`` (window order): where each image's tokens in window
+            order are, ``order[w * N + j]`` the position in ``qkv`` of window ``w``'s token
+            ``j``. The output is written in ``qkv``'s order; no gather is needed before or after.
 
     Returns ``(B, L, C)`` in ``qkv``'s dtype, heads side by side in the channels.
     """
@@ -174,13 +179,16 @@ def window_attention(qkv: torch.Tensor, bias: torch.Tensor | None, heads: int, t
         step = lanes()
         assert bias.dtype == torch.float32 and bias.is_contiguous() and bias.shape[1:3] == (heads, tokens)
         assert bias.shape[3] == -(-tokens // step) * step
+    if order is not None:
+        assert order.dtype == torch.int32 and order.is_contiguous() and order.numel() == length
     scales = None
     if isinstance(scale, torch.Tensor):
         scales = scale.detach().to(torch.float32).contiguous()
         assert scales.numel() == heads
     status = lib.tessera_window_attention(
         _DTYPES[qkv.dtype], qkv.data_ptr(), c3, None if bias is None else bias.data_ptr(),
-        0 if bias is None else bias.shape[0], out.data_ptr(), c, windows, heads, tokens, c // heads,
+        0 if bias is None else bias.shape[0], out.data_ptr(), c, None if order is None else order.data_ptr(),
+        length, windows, heads, tokens, c // heads,
         float(scale) if scales is None else 1.0, None if scales is None else scales.data_ptr(), int(cosine),
         torch.get_num_threads(),
     )

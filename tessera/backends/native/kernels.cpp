@@ -20,6 +20,10 @@
 //           multiple of tessera_lanes()) with -inf; window w uses bias window w % bias_windows
 //      scales [heads] fp32, or null for the one scale `scale`
 //      out  [windows * n, ld_out]  head h at column h*d
+//      order [tokens] int32, or null: the rows are then in window order (window w's token j in
+//           row w * n + j); given, the tokens lie on their grid, `tokens` per image, and window
+//           w's token j is in row (w / nW) * tokens + order[(w % nW) * n + j] (nW = tokens / n),
+//           of qkv and of out alike: the attention gathers and scatters its rows itself.
 //    dtype: 0 = fp32, 1 = bf16 (the storage of qkv and out).
 //
 // 2. The fp32 residual stream under autocast: a LayerNorm that reads the fp32 stream and
@@ -147,7 +151,10 @@ inline vf exp_nonpositive(vf x) {
 struct Buffers {
     float *kt, *vv, *qq, *s, *inv, *ktail;
     float* base;
+    long long* row[2];  // the rows of this task's window and of the one prefetched, n each
     Buffers(int n, int np, int dp) {
+        row[0] = static_cast<long long*>(std::malloc(2 * size_t(n) * sizeof(long long)));
+        row[1] = row[0] + n;
         const int nr = (n + kRows - 1) / kRows * kRows;
         const int nvr = (n + kValueRows - 1) / kValueRows * kValueRows;  // rows the products read
         const size_t rows = nr > nvr ? nr : nvr;
@@ -162,7 +169,10 @@ struct Buffers {
         s = ktail + size_t(kTailDots) * dp;
         inv = s + score;
     }
-    ~Buffers() { std::free(base); }
+    ~Buffers() {
+        std::free(base);
+        std::free(row[0]);
+    }
     Buffers(const Buffers&) = delete;
     Buffers& operator=(const Buffers&) = delete;
 };
@@ -292,13 +302,25 @@ inline void normalize(float* x, int d) {
     for (int e = 0; e < d; ++e) x[e] *= inv;
 }
 
+// The rows of qkv and out that hold window w's n tokens (see `order` above).
+inline void window_rows(const int32_t* order, long long tokens, int n, long long w, long long* row) {
+    if (order == nullptr) {
+        for (int j = 0; j < n; ++j) row[j] = w * n + j;
+        return;
+    }
+    const long long windows = tokens / n, base = (w / windows) * tokens;
+    const int32_t* o = order + (w % windows) * n;
+    for (int j = 0; j < n; ++j) row[j] = base + o[j];
+}
+
 template <typename T>
 void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_windows, T* out, long long ld_out,
-              long long w, int h, int heads, int n, int d, float scale, bool cosine, Buffers& b) {
+              const long long* row, long long w, int h, int heads, int n, int d, float scale, bool cosine,
+              Buffers& b) {
     const int np = (n + kLanes - 1) / kLanes * kLanes, nv = np / kLanes;
     const int dp = (d + kLanes - 1) / kLanes * kLanes, dv = dp / kLanes;
     const long long c = (long long)heads * d;
-    const T* rows = qkv + w * n * ld_qkv + (long long)h * d;
+    const T* head = qkv + (long long)h * d;  // row j of this head: head + row[j] * ld_qkv
     // bf16 scores two channels at a time where the processor can (d even: whole pairs)
     const bool pairs = kPairs && std::is_same<T, uint16_t>::value && d % 2 == 0 && !cosine;
     const int d2 = d / 2;
@@ -307,7 +329,7 @@ void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_window
     const int tail_dots = dots ? tail : 0;  // key rows kept as rows for tail_scores
     uint32_t* kt2 = reinterpret_cast<uint32_t*>(b.kt);
     for (int j = 0; j < n; ++j) {
-        const T* r = rows + j * ld_qkv;
+        const T* r = head + row[j] * ld_qkv;
         load_row(r + 2 * c, b.vv + j * dp, d);
         if (!pairs) {
             load_row(r, b.qq + j * dp, d);
@@ -326,15 +348,15 @@ void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_window
     if (pairs) {  // by channel pairs: one 32-bit word each
         for (int e = 0; e < d2; ++e) {
             uint32_t* kt_e = kt2 + e * np;
-            for (int j = 0; j < n; ++j) std::memcpy(kt_e + j, rows + c + j * ld_qkv + 2 * e, sizeof(uint32_t));
+            for (int j = 0; j < n; ++j) std::memcpy(kt_e + j, head + c + row[j] * ld_qkv + 2 * e, sizeof(uint32_t));
         }
     } else if (!cosine) {  // (cosine attention transposed its normalised rows above)
-        const T* k = rows + c;
+        const T* k = head + c;
         for (int e = 0; e < d; ++e) {
             float* kt_e = b.kt + e * np;
-            for (int j = 0; j < n - tail_dots; ++j) kt_e[j] = load(k + j * ld_qkv + e);
+            for (int j = 0; j < n - tail_dots; ++j) kt_e[j] = load(k + row[j] * ld_qkv + e);
         }
-        for (int t = 0; t < tail_dots; ++t) load_row(k + (n - tail_dots + t) * ld_qkv, b.ktail + t * dp, d);
+        for (int t = 0; t < tail_dots; ++t) load_row(k + row[n - tail_dots + t] * ld_qkv, b.ktail + t * dp, d);
     }
     const float* bias_h = bias ? bias + ((w % bias_windows) * heads + h) * (long long)n * np : nullptr;
     const vf* kt = reinterpret_cast<const vf*>(b.kt);
@@ -351,7 +373,7 @@ void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_window
 #if defined(__AVX512BF16__)
             const uint32_t* q[kRows];  // rows past the end repeat the last one (results unused)
             for (int r = 0; r < kRows; ++r)
-                q[r] = reinterpret_cast<const uint32_t*>(rows + (long long)(i0 + r < n ? i0 + r : n - 1) * ld_qkv);
+                q[r] = reinterpret_cast<const uint32_t*>(head + row[i0 + r < n ? i0 + r : n - 1] * ld_qkv);
             for (; jv + 4 <= nv; jv += 4) score_block_pairs<4>(q, d2, kt2, np, nv, jv, s);
             for (; jv < nv; ++jv) score_block_pairs<1>(q, d2, kt2, np, nv, jv, s);
 #endif
@@ -391,7 +413,7 @@ void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_window
         const float* s = b.s + (long long)i0 * np;
         const float* inv = b.inv + i0;
         T* dst[kValueRows];
-        for (int r = 0; r < kValueRows; ++r) dst[r] = out + (w * n + i0 + (r < rows_here ? r : 0)) * ld_out + (long long)h * d;
+        for (int r = 0; r < kValueRows; ++r) dst[r] = out + row[i0 + (r < rows_here ? r : 0)] * ld_out + (long long)h * d;
         int ev = 0;
         for (; ev + 2 <= dv; ev += 2) value_block<2>(s, np, n, vv, dv, ev, inv, rows_here, dst, d);
         for (; ev < dv; ++ev) value_block<1>(s, np, n, vv, dv, ev, inv, rows_here, dst, d);
@@ -405,13 +427,13 @@ void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_window
 // memory (half the speed it has on data that fits in cache). Issued a few tasks ahead.
 // Inlined by force: GCC otherwise finds the function free of side effects and drops the calls.
 template <typename T>
-__attribute__((always_inline)) inline void prefetch_task(const T* qkv, long long ld_qkv, T* out, long long ld_out, long long w, int h, int heads,
-                          int n, int d) {
+__attribute__((always_inline)) inline void prefetch_task(const T* qkv, long long ld_qkv, T* out, long long ld_out,
+                                                        const long long* row, int h, int heads, int n, int d) {
     const long long c = (long long)heads * d;
     const int bytes = d * int(sizeof(T));
     for (int j = 0; j < n; ++j) {
-        const char* r = reinterpret_cast<const char*>(qkv + (w * n + j) * ld_qkv + (long long)h * d);
-        const char* o = reinterpret_cast<const char*>(out + (w * n + j) * ld_out + (long long)h * d);
+        const char* r = reinterpret_cast<const char*>(qkv + row[j] * ld_qkv + (long long)h * d);
+        const char* o = reinterpret_cast<const char*>(out + row[j] * ld_out + (long long)h * d);
         for (int b = 0; b < bytes; b += 64) {
             __builtin_prefetch(r + b, 0, 3);
             __builtin_prefetch(r + c * sizeof(T) + b, 0, 3);
@@ -423,7 +445,8 @@ __attribute__((always_inline)) inline void prefetch_task(const T* qkv, long long
 
 template <typename T>
 void run(const T* qkv, long long ld_qkv, const float* bias, int bias_windows, T* out, long long ld_out,
-         long long windows, int heads, int n, int d, float scale, const float* scales, bool cosine, int threads) {
+         const int32_t* order, long long tokens, long long windows, int heads, int n, int d, float scale,
+         const float* scales, bool cosine, int threads) {
     const long long tasks = windows * heads;
     const int np = (n + kLanes - 1) / kLanes * kLanes, dp = (d + kLanes - 1) / kLanes * kLanes;
 #pragma omp parallel num_threads(threads)
@@ -431,9 +454,13 @@ void run(const T* qkv, long long ld_qkv, const float* bias, int bias_windows, T*
         Buffers buffers(n, np, dp);
 #pragma omp for schedule(static)
         for (long long t = 0; t < tasks; ++t) {
-            if (t + 2 < tasks) prefetch_task(qkv, ld_qkv, out, ld_out, (t + 2) / heads, int((t + 2) % heads), heads, n, d);
-            one_task(qkv, ld_qkv, bias, bias_windows, out, ld_out, t / heads, int(t % heads), heads, n, d,
-                     scales ? scales[t % heads] : scale, cosine, buffers);
+            if (t + 2 < tasks) {
+                window_rows(order, tokens, n, (t + 2) / heads, buffers.row[1]);
+                prefetch_task(qkv, ld_qkv, out, ld_out, buffers.row[1], int((t + 2) % heads), heads, n, d);
+            }
+            window_rows(order, tokens, n, t / heads, buffers.row[0]);
+            one_task(qkv, ld_qkv, bias, bias_windows, out, ld_out, buffers.row[0], t / heads, int(t % heads), heads,
+                     n, d, scales ? scales[t % heads] : scale, cosine, buffers);
         }
     }
 }
@@ -493,16 +520,18 @@ void layer_norm(const float* x, long long rows, int c, const float* weight, cons
 extern "C" int tessera_lanes() { return kLanes; }
 
 extern "C" int tessera_window_attention(int dtype, const void* qkv, long long ld_qkv, const float* bias,
-                                        int bias_windows, void* out, long long ld_out, long long windows, int heads,
-                                        int n, int d, float scale, const float* scales, int cosine, int threads) {
+                                        int bias_windows, void* out, long long ld_out, const int32_t* order,
+                                        long long tokens, long long windows, int heads, int n, int d, float scale,
+                                        const float* scales, int cosine, int threads) {
     if (n <= 0 || d <= 0 || heads <= 0 || windows < 0 || threads <= 0) return 1;
     if (bias && bias_windows <= 0) return 1;
+    if (order && (tokens <= 0 || tokens % n || windows % (tokens / n))) return 1;
     if (dtype == 0)
-        run(static_cast<const float*>(qkv), ld_qkv, bias, bias_windows, static_cast<float*>(out), ld_out, windows,
-            heads, n, d, scale, scales, cosine != 0, threads);
+        run(static_cast<const float*>(qkv), ld_qkv, bias, bias_windows, static_cast<float*>(out), ld_out, order,
+            tokens, windows, heads, n, d, scale, scales, cosine != 0, threads);
     else if (dtype == 1)
         run(static_cast<const uint16_t*>(qkv), ld_qkv, bias, bias_windows, static_cast<uint16_t*>(out), ld_out,
-            windows, heads, n, d, scale, scales, cosine != 0, threads);
+            order, tokens, windows, heads, n, d, scale, scales, cosine != 0, threads);
     else
         return 2;
     return 0;
