@@ -21,7 +21,8 @@ SMALL_2D = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), num_c
 SMALL_3D = dict(SMALL_2D, window_size=(2, 4, 4), head_drop_rate=0.0)
 
 #: every named implementation; forcing one uses it wherever it can take the call
-BACKENDS = ["auto", "window_order", "grid_order", "onednn", "onednn_packed", "onednn_packed_then_add", "native", "sdpa", "matmul"]
+BACKENDS = ["auto", "window_order", "grid_order", "onednn", "onednn_packed", "onednn_packed_then_add", "native", "sdpa",
+            "matmul"]
 
 
 def _model(video: bool) -> nn.Module:
@@ -528,3 +529,19 @@ def test_a_stage_candidate_probed_in_training_survives_the_probes_of_the_ops_ins
         assert not any(str(v).startswith("failed") for v in row["results"].values()), row["results"]
     dispatch.forget()
     dispatch.DISK.forget()
+
+
+def test_hooks_on_a_norm_still_see_its_calls():
+    """The native norm replaces the module's call; a forward hook on the module (features,
+    explanations) makes the module itself run, so the hook sees every call."""
+    norm, x = nn.LayerNorm(96), torch.randn(2, 49, 96)
+    seen = []
+    with torch.inference_mode(), backends.use("native"):
+        plain = backends.layer_norm_for_matmul(x, norm)
+        handle = norm.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+        try:
+            hooked = backends.layer_norm_for_matmul(x, norm)
+        finally:
+            handle.remove()
+    assert seen == [x.shape]
+    torch.testing.assert_close(hooked, plain, rtol=1e-5, atol=1e-5)

@@ -58,6 +58,7 @@ def _reference(qkv, bias, heads, n, scale, cosine=False):
     (8, 3, 49, 32, 4, False),    # shifted: a mask per window
     (2, 2, 392, 32, 2, False),   # Video Swin (8 x 7 x 7 windows)
     (3, 4, 30, 20, 3, False),    # clamped window, head size not a multiple of the vector width
+    (2, 2, 50, 16, 2, False),    # two keys past the last whole vector: dot products
     (2, 1, 5, 8, 0, False),      # tiny, no bias
     (4, 3, 64, 32, 2, True),     # Swin V2: cosine attention, a scale per head
 ])

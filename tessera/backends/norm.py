@@ -53,8 +53,18 @@ def _native_reason(x: torch.Tensor, norm: nn.LayerNorm) -> str | None:
     return native.takes(x)
 
 
+def _hooked(module: nn.Module) -> bool:
+    """Whether forward hooks would see the module's call (then the module itself runs)."""
+    from torch.nn.modules import module as m
+
+    return bool(module._forward_hooks or module._forward_pre_hooks or m._global_forward_hooks
+                or m._global_forward_pre_hooks)
+
+
 @layer_norm_for_matmul.candidate("native", _native_reason)
 def _native(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    if _hooked(norm):  # a hook on the norm (features, explanations) sees the module's call
+        return norm(x)
     return native.layer_norm(x, norm.weight, norm.bias, norm.eps, _out_dtype(x))
 
 

@@ -143,9 +143,9 @@ def _grid_attention(attn: nn.Module, h: torch.Tensor, plan, shifted: bool) -> to
     order = plan.orders[("raster", "shifted" if shifted else "regular")]
     order32 = CACHE.get(("grid_order", id(order)), lambda: order.to(torch.int32).contiguous(), (order,))
     scale = attn.score_scale()
+    scale = scale.reshape(-1) if isinstance(scale, torch.Tensor) else scale
     return native.window_attention(qkv, bias.cached(f"native{native.lanes()}", native.pad_bias), attn.num_heads,
-                                   plan.tokens_per_window, scale.reshape(-1) if isinstance(scale, torch.Tensor) else scale,
-                                   attn.cosine, order=order32)
+                                   plan.tokens_per_window, scale, attn.cosine, order=order32)
 
 
 def _mlp_activation(mlp: nn.Module) -> str:

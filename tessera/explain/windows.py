@@ -29,6 +29,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.figure import Figure
 from torch import nn
 
+from .. import backends
 from ..layers.windows import WindowPlan, cyclic_shift, region_labels, window_order
 from .attention import swin_stage_grid, swin_stride
 from .targets import ExplainError, family_of
@@ -104,13 +105,14 @@ def _partition_index(padded, window, shift) -> torch.Tensor:
 def merge_slots(merging: nn.Module, grid: tuple[int, int]) -> torch.Tensor:
     """``(H', W')`` grid (padded to even sizes) of each token's place 0-3 in the concatenation
     of its 2x2 group, read from the module itself: it is run on a grid whose channels hold
-    each token's number, and the input of its norm (the concatenated groups) is read."""
+    each token's number, and the input of its norm (the concatenated groups) is read (on the
+    reference path, where the norm is the module itself and its hook runs)."""
     h, w = grid
     dim = merging.dim
     seen = []
     handle = merging.norm.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), backends.use("reference"):
             numbers = torch.arange(1, h * w + 1, dtype=torch.float32).view(1, h, w, 1).expand(1, h, w, dim)
             merging(numbers.to(merging.reduction.weight.dtype).to(merging.reduction.weight.device))
     finally:

@@ -45,7 +45,7 @@ namespace {
 #if defined(__AVX512F__)
 constexpr int kLanes = 16;  // floats per vector: one zmm register
 constexpr int kRows = 4;    // score rows computed together (each loaded row of k^T serves four)
-constexpr int kValueRows = 7;  // output rows computed together (7 x 7 = 49, a 7x7 window): 14 accumulators of 32 registers
+constexpr int kValueRows = 7;  // output rows computed together (7 x 7 = 49): 14 accumulators of 32 registers
 #else
 constexpr int kLanes = 8;   // one ymm register with AVX2 (two 128-bit registers elsewhere)
 constexpr int kRows = 4;
@@ -147,7 +147,8 @@ inline vf exp_nonpositive(vf x) {
 // rounded up to whole vectors, zero padded), or d/2 rows of np bf16 pairs; vv: v, n rows of
 // dp floats; qq: q in fp32 (unused with bf16 pairs), rows rounded up to kRows, dp floats
 // each; ktail: the last few rows of k as they are (see tail_scores), dp floats each; s: the
-// task's weights, rows rounded up to kRows, np floats each; inv: their rows' 1 / sum.
+// task's weights, rows rounded up to kRows and to kValueRows, np floats each; inv: their
+// rows' 1 / sum.
 struct Buffers {
     float *kt, *vv, *qq, *s, *inv, *ktail;
     float* base;
@@ -159,7 +160,8 @@ struct Buffers {
         const int nvr = (n + kValueRows - 1) / kValueRows * kValueRows;  // rows the products read
         const size_t rows = nr > nvr ? nr : nvr;
         const size_t score = rows * np > size_t(dp) ? rows * np : size_t(dp);  // also stages a k row
-        const size_t floats = size_t(dp) * np + size_t(n) * dp + size_t(nr) * dp + score + rows + size_t(kTailDots) * dp;
+        const size_t floats =
+            size_t(dp) * np + size_t(n) * dp + size_t(nr) * dp + size_t(kTailDots) * dp + score + rows;
         base = static_cast<float*>(std::aligned_alloc(sizeof(vf), (floats * sizeof(float) + sizeof(vf) - 1) / sizeof(vf) * sizeof(vf)));
         std::memset(base, 0, floats * sizeof(float));  // the padding stays zero for good
         kt = base;
@@ -413,7 +415,8 @@ void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_window
         const float* s = b.s + (long long)i0 * np;
         const float* inv = b.inv + i0;
         T* dst[kValueRows];
-        for (int r = 0; r < kValueRows; ++r) dst[r] = out + row[i0 + (r < rows_here ? r : 0)] * ld_out + (long long)h * d;
+        for (int r = 0; r < kValueRows; ++r)
+            dst[r] = out + row[i0 + (r < rows_here ? r : 0)] * ld_out + (long long)h * d;
         int ev = 0;
         for (; ev + 2 <= dv; ev += 2) value_block<2>(s, np, n, vv, dv, ev, inv, rows_here, dst, d);
         for (; ev < dv; ++ev) value_block<1>(s, np, n, vv, dv, ev, inv, rows_here, dst, d);
@@ -424,7 +427,7 @@ void one_task(const T* qkv, long long ld_qkv, const float* bias, int bias_window
 // writes (its output columns). Why: a block's qkv is 29 MB at stage 1 of swin_t with batch 8,
 // more than the last-level cache, and each task reads three short pieces of 49 rows far apart:
 // the hardware's prefetchers do not follow that pattern, so without this the kernel waits on
-// memory (half the speed it has on data that fits in cache). Issued a few tasks ahead.
+// memory (half the speed it has on data that fits in cache). Issued two tasks ahead.
 // Inlined by force: GCC otherwise finds the function free of side effects and drops the calls.
 template <typename T>
 __attribute__((always_inline)) inline void prefetch_task(const T* qkv, long long ld_qkv, T* out, long long ld_out,
