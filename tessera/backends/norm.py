@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _modules
 
 from . import native
 from .dispatch import Op, bucket
@@ -55,10 +56,8 @@ def _native_reason(x: torch.Tensor, norm: nn.LayerNorm) -> str | None:
 
 def _hooked(module: nn.Module) -> bool:
     """Whether forward hooks would see the module's call (then the module itself runs)."""
-    from torch.nn.modules import module as m
-
-    return bool(module._forward_hooks or module._forward_pre_hooks or m._global_forward_hooks
-                or m._global_forward_pre_hooks)
+    return bool(module._forward_hooks or module._forward_pre_hooks or _modules._global_forward_hooks
+                or _modules._global_forward_pre_hooks)
 
 
 @layer_norm_for_matmul.candidate("native", _native_reason)
