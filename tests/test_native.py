@@ -196,3 +196,11 @@ def test_the_library_is_built_once_and_cached(tmp_path):
     assert _fresh_process({}, tmp_path) == "(1, 3) on"
     assert lib.stat().st_mtime_ns == stamp
     assert not [p for p in (tmp_path / "cache").glob("kernels-*") if p != lib]
+
+
+def test_failures_of_the_kernels_say_what_went_wrong():
+    with pytest.raises(RuntimeError, match="window attention failed: out of memory"):
+        native._check(3, "window attention")
+    with pytest.raises(RuntimeError, match="layer norm failed: arguments out of range"):
+        native._check(1, "layer norm")
+    native._check(0, "layer norm")  # success raises nothing

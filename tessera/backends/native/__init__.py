@@ -143,9 +143,12 @@ def pad_bias(bias: torch.Tensor) -> torch.Tensor:
     return padded
 
 
+_STATUS = {1: "arguments out of range", 2: "unknown storage type", 3: "out of memory for its scratch buffers"}
+
+
 def _check(status: int, name: str) -> None:
     if status:
-        raise RuntimeError(f"native {name} failed with status {status}")
+        raise RuntimeError(f"native {name} failed: {_STATUS.get(status, f'status {status}')}")
 
 
 def window_attention(qkv: torch.Tensor, bias: torch.Tensor | None, heads: int, tokens: int,

@@ -150,19 +150,23 @@ inline vf exp_nonpositive(vf x) {
 // task's weights, rows rounded up to kRows and to kValueRows, np floats each; inv: their
 // rows' 1 / sum.
 struct Buffers {
-    float *kt, *vv, *qq, *s, *inv, *ktail;
-    float* base;
-    long long* row[2];  // the rows of this task's window and of the one prefetched, n each
+    float *kt = nullptr, *vv = nullptr, *qq = nullptr, *s = nullptr, *inv = nullptr, *ktail = nullptr;
+    float* base = nullptr;
+    long long* row[2] = {nullptr, nullptr};  // the rows of this task's window and of the one prefetched, n each
+    bool ok = false;                         // false: out of memory (the buffers are then null)
     Buffers(int n, int np, int dp) {
         row[0] = static_cast<long long*>(std::malloc(2 * size_t(n) * sizeof(long long)));
-        row[1] = row[0] + n;
+        row[1] = row[0] != nullptr ? row[0] + n : nullptr;
         const int nr = (n + kRows - 1) / kRows * kRows;
         const int nvr = (n + kValueRows - 1) / kValueRows * kValueRows;  // rows the products read
         const size_t rows = nr > nvr ? nr : nvr;
         const size_t score = rows * np > size_t(dp) ? rows * np : size_t(dp);  // also stages a k row
         const size_t floats =
             size_t(dp) * np + size_t(n) * dp + size_t(nr) * dp + size_t(kTailDots) * dp + score + rows;
-        base = static_cast<float*>(std::aligned_alloc(sizeof(vf), (floats * sizeof(float) + sizeof(vf) - 1) / sizeof(vf) * sizeof(vf)));
+        const size_t bytes = (floats * sizeof(float) + sizeof(vf) - 1) / sizeof(vf) * sizeof(vf);
+        base = static_cast<float*>(std::aligned_alloc(sizeof(vf), bytes));
+        ok = base != nullptr && row[0] != nullptr;
+        if (!ok) return;
         std::memset(base, 0, floats * sizeof(float));  // the padding stays zero for good
         kt = base;
         vv = kt + size_t(dp) * np;
@@ -447,14 +451,21 @@ __attribute__((always_inline)) inline void prefetch_task(const T* qkv, long long
 }
 
 template <typename T>
-void run(const T* qkv, long long ld_qkv, const float* bias, int bias_windows, T* out, long long ld_out,
-         const int32_t* order, long long tokens, long long windows, int heads, int n, int d, float scale,
-         const float* scales, bool cosine, int threads) {
+int run(const T* qkv, long long ld_qkv, const float* bias, int bias_windows, T* out, long long ld_out,
+        const int32_t* order, long long tokens, long long windows, int heads, int n, int d, float scale,
+        const float* scales, bool cosine, int threads) {
     const long long tasks = windows * heads;
     const int np = (n + kLanes - 1) / kLanes * kLanes, dp = (d + kLanes - 1) / kLanes * kLanes;
+    int out_of_memory = 0;
 #pragma omp parallel num_threads(threads)
     {
         Buffers buffers(n, np, dp);
+        if (!buffers.ok) {
+#pragma omp atomic write
+            out_of_memory = 1;
+        }
+#pragma omp barrier
+        if (!out_of_memory)  // the same for every thread after the barrier: all or none share the loop
 #pragma omp for schedule(static)
         for (long long t = 0; t < tasks; ++t) {
             if (t + 2 < tasks) {
@@ -466,6 +477,7 @@ void run(const T* qkv, long long ld_qkv, const float* bias, int bias_windows, T*
                      n, d, scales ? scales[t % heads] : scale, cosine, buffers);
         }
     }
+    return out_of_memory ? 3 : 0;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -530,14 +542,12 @@ extern "C" int tessera_window_attention(int dtype, const void* qkv, long long ld
     if (bias && bias_windows <= 0) return 1;
     if (order && (tokens <= 0 || tokens % n || windows % (tokens / n))) return 1;
     if (dtype == 0)
-        run(static_cast<const float*>(qkv), ld_qkv, bias, bias_windows, static_cast<float*>(out), ld_out, order,
-            tokens, windows, heads, n, d, scale, scales, cosine != 0, threads);
-    else if (dtype == 1)
-        run(static_cast<const uint16_t*>(qkv), ld_qkv, bias, bias_windows, static_cast<uint16_t*>(out), ld_out,
-            order, tokens, windows, heads, n, d, scale, scales, cosine != 0, threads);
-    else
-        return 2;
-    return 0;
+        return run(static_cast<const float*>(qkv), ld_qkv, bias, bias_windows, static_cast<float*>(out), ld_out,
+                   order, tokens, windows, heads, n, d, scale, scales, cosine != 0, threads);
+    if (dtype == 1)
+        return run(static_cast<const uint16_t*>(qkv), ld_qkv, bias, bias_windows, static_cast<uint16_t*>(out),
+                   ld_out, order, tokens, windows, heads, n, d, scale, scales, cosine != 0, threads);
+    return 2;
 }
 
 extern "C" int tessera_layer_norm(const float* x, long long rows, int c, const float* weight, const float* bias,
